@@ -1,0 +1,3 @@
+from sparsescale.cli import main
+
+raise SystemExit(main())

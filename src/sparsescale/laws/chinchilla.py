@@ -1,0 +1,250 @@
+"""Chinchilla law L(N, D) = E + A/N^alpha + B/D^beta, fitted by Hoffmann et al.'s approach 3.
+
+Approach 3 as published (Hoffmann et al. 2022, appendix D.2): with a = log A, b = log B,
+e = log E the predicted log loss is LSE(a - alpha log N, b - beta log D, e); minimise the
+SUM over runs of Huber_delta(predicted log L - observed log L) with delta = 1e-3, by L-BFGS
+from a grid of initialisations, and keep the best. The grid is the published one:
+alpha, beta in {0, 0.5, ..., 2.0}, e in {-1, -0.5, ..., 1.0}, a, b in {0, 5, ..., 25}
+(``np.arange(0, 2.5, .5)`` etc.: the ranges 0..2.5, -1..1.5, 0..30 with the upper end
+excluded), 5 * 5 * 5 * 6 * 6 = 4500 starts.
+
+Speed: the objective is first evaluated at all 4500 starts at once (one vectorised numpy
+pass, chunked), and scipy L-BFGS (analytic gradient, tight tolerances; the objective is
+divided by delta internally so scipy's tolerances are not loose relative to the tiny Huber
+values, the early-stopping problem found by the independent re-fit) is run only from the
+``n_refine`` starts with the lowest initial objective (default 256). ``n_refine=None`` runs
+L-BFGS from every start (the exhaustive, slow reference). The winning start and the fit
+loss (the sum of Huber losses, not divided by delta) are reported.
+
+The average-parameter law of paper A is this class fed N-bar (column ``n_avg``) instead of
+the final non-zero count: ``ChinchillaLaw(n_col="n_avg")`` or ``AverageParamsLaw()``.
+Inputs and coefficients are raw units: N in parameters, D in tokens, E, A, B in loss units
+(A and B absorb the raw-unit scale exactly as in the published fit).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import optimize
+
+from sparsescale.laws.base import Law, huber, logsumexp_rows
+
+PUBLISHED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+# internal vector: (a, b, e, alpha, beta) = (log A, log B, log E, alpha, beta)
+THETA_NAMES = ("a", "b", "e", "alpha", "beta")
+
+
+def hoffmann_grid() -> np.ndarray:
+    """The published initialisation grid, shape (4500, 5) in (a, b, e, alpha, beta) order."""
+    alpha = np.arange(0.0, 2.5, 0.5)
+    beta = np.arange(0.0, 2.5, 0.5)
+    e = np.arange(-1.0, 1.5, 0.5)
+    a = np.arange(0.0, 30.0, 5.0)
+    b = np.arange(0.0, 30.0, 5.0)
+    mesh = np.meshgrid(a, b, e, alpha, beta, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
+def _objective_grad(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                    log_l: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
+    """Sum of Huber(log residual)/delta and its gradient, for one theta."""
+    a, b, e, alpha, beta = theta
+    t1 = a - alpha * log_n
+    t2 = b - beta * log_d
+    m = np.maximum(np.maximum(t1, t2), e)
+    e1 = np.exp(t1 - m)
+    e2 = np.exp(t2 - m)
+    e3 = np.exp(e - m)
+    s = e1 + e2 + e3
+    r = m + np.log(s) - log_l
+    ar = np.abs(r)
+    f = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta)).sum() / delta
+    psi = np.clip(r, -delta, delta) / (delta * s)
+    p1 = psi * e1
+    p2 = psi * e2
+    g = np.array([p1.sum(), p2.sum(), (psi * e3).sum(), -(p1 @ log_n), -(p2 @ log_d)])
+    return float(f), g
+
+
+def batch_objective(thetas: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                    log_l: np.ndarray, delta: float, chunk: int = 1024) -> np.ndarray:
+    """Sum of Huber losses for many thetas at once (vectorised over starts x points)."""
+    out = np.empty(len(thetas))
+    for lo in range(0, len(thetas), chunk):
+        th = thetas[lo:lo + chunk]
+        a, b, e, alpha, beta = (th[:, i:i + 1] for i in range(5))
+        pred, _ = logsumexp_rows(a - alpha * log_n, b - beta * log_d, np.broadcast_to(e, (len(th), len(log_n))))
+        out[lo:lo + chunk] = huber(pred - log_l, delta).sum(axis=1)
+    return out
+
+
+# Box (a, b, e, alpha, beta) far outside any real fit: on a handful of points an unbounded
+# search can run to alpha, beta -> inf with A, B = e^a, e^b overflowing a float.
+THETA_BOUNDS = ((-50.0, 300.0), (-50.0, 300.0), (-20.0, 10.0), (0.0, 10.0), (0.0, 10.0))
+
+
+def lbfgs(theta0: np.ndarray, log_n, log_d, log_l, delta: float, maxiter: int = 2000):
+    res = optimize.minimize(
+        _objective_grad, np.asarray(theta0, dtype=float), args=(log_n, log_d, log_l, delta),
+        jac=True, method="L-BFGS-B", bounds=THETA_BOUNDS,
+        options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-10, "maxcor": 20},
+    )
+    return res.x, float(res.fun) * delta
+
+
+class ChinchillaLaw(Law):
+    """L(N, D) = E + A / N^alpha + B / D^beta (approach 3 fit; see the module docstring).
+
+    Options: ``grid`` (initialisations, default the published 4500), ``n_refine`` (how many
+    of the best-screened starts get L-BFGS; None = all), ``warm_starts`` (how many of the
+    best refined starts a bootstrap refit reuses besides the optimum).
+    """
+
+    name = "chinchilla"
+    param_names = ("E", "A", "B", "alpha", "beta")
+    roles = ("N", "D")
+
+    def __init__(self, n_col: str | None = None, d_col: str | None = None,
+                 loss_col: str | None = None, *, grid: np.ndarray | None = None,
+                 n_refine: int | None = 256, warm_starts: int = 4, maxiter: int = 2000,
+                 huber_delta: float = 1e-3, seed: int = 0, **_: Any):
+        super().__init__(n_col=n_col, d_col=d_col, loss_col=loss_col, huber_delta=huber_delta, seed=seed)
+        self.grid = hoffmann_grid() if grid is None else np.atleast_2d(np.asarray(grid, dtype=float))
+        self.n_refine = n_refine
+        self.warm_starts = warm_starts
+        self.maxiter = maxiter
+        self.n_starts: int | None = None
+        self._top_thetas: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ fitting
+    def _fit_arrays(self, arrays: dict[str, np.ndarray], warm: Law | None = None) -> None:
+        log_n, log_d, log_l = np.log(arrays["N"]), np.log(arrays["D"]), np.log(arrays["L"])
+        delta = self.huber_delta
+        if warm is not None:
+            starts = [warm.theta_] + list(getattr(warm, "_top_thetas", None)[: self.warm_starts]
+                                          if getattr(warm, "_top_thetas", None) is not None else [])
+            starts = np.array(starts)
+            start_idx = np.full(len(starts), -1)
+            screened = None
+        else:
+            screened = batch_objective(self.grid, log_n, log_d, log_l, delta)
+            screened = np.where(np.isfinite(screened), screened, np.inf)
+            order = np.argsort(screened, kind="stable")
+            if self.n_refine is not None:
+                order = order[: self.n_refine]
+            starts = self.grid[order]
+            start_idx = order
+        results = []
+        for th0 in starts:
+            th, f = lbfgs(th0, log_n, log_d, log_l, delta, self.maxiter)
+            if not np.all(np.isfinite(th)) or not math.isfinite(f):
+                f = math.inf
+            results.append((f, th))
+        losses = np.array([f for f, _ in results])
+        best = int(np.argmin(losses))
+        self.theta_ = results[best][1]
+        self.fit_loss = float(losses[best])
+        self.n_starts = len(self.grid) if warm is None else len(starts)
+        ranked = np.argsort(losses, kind="stable")
+        self._top_thetas = np.array([results[i][1] for i in ranked[: max(self.warm_starts, 1)]])
+        th0 = starts[best]
+        self.winning_start = {
+            "index": int(start_idx[best]),
+            "start": dict(zip(THETA_NAMES, map(float, th0))),
+            "refined_starts": int(len(starts)),
+            "grid_size": int(len(self.grid)),
+            "method": ("warm start from the full-data optimum" if warm is not None else
+                       "vectorised objective at every grid start, L-BFGS from the best "
+                       f"{len(starts)}"),
+        }
+        if screened is not None:
+            self.winning_start["screened_rank"] = int(best)
+        self.params = self.theta_to_params(self.theta_)
+
+    @staticmethod
+    def theta_to_params(theta: np.ndarray) -> dict[str, float]:
+        a, b, e, alpha, beta = map(float, theta)
+        return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
+
+    @staticmethod
+    def params_to_theta(params: dict[str, float]) -> np.ndarray:
+        return np.array([math.log(params["A"]), math.log(params["B"]), math.log(params["E"]),
+                         params["alpha"], params["beta"]])
+
+    def set_params(self, **params: float) -> "ChinchillaLaw":
+        """Use given coefficients (E, A, B, alpha, beta) without fitting, e.g. to simulate."""
+        self.params = {k: float(params[k]) for k in self.param_names}
+        self.theta_ = self.params_to_theta(self.params)
+        return self
+
+    def _log_predict(self, theta: np.ndarray, x: dict[str, np.ndarray]) -> np.ndarray:
+        a, b, e, alpha, beta = theta
+        pred, _ = logsumexp_rows(a - alpha * np.log(x["N"]), b - beta * np.log(x["D"]),
+                                 np.full(len(x["N"]), e))
+        return pred
+
+    def fit_from(self, data: Any, theta0: Any) -> "ChinchillaLaw":
+        """A new law fitted by L-BFGS from the single start ``theta0`` = (a, b, e, alpha, beta)
+        only: the single-start baseline the grid is compared with."""
+        law = self.clone()
+        law.grid = np.atleast_2d(np.asarray(theta0, dtype=float))
+        law.n_refine = None
+        return law.fit(data)
+
+    @property
+    def units(self) -> dict[str, str]:
+        return {"N": f"parameters (column {self.columns['N']!r}, raw count)",
+                "D": f"tokens (column {self.columns['D']!r}, raw count)",
+                "L": f"loss (column {self.columns['L']!r}, nats/token)",
+                "E": "loss", "A": "loss * parameters^alpha", "B": "loss * tokens^beta",
+                "compute": "FLOPs, C = 6 N D"}
+
+    # ------------------------------------------------------------------ derived
+    def compute_optimal(self, compute: Any) -> dict[str, np.ndarray]:
+        """Chinchilla compute-optimal allocation for C = 6 N D:
+        N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = (1/G) (C/6)^(alpha/(alpha+beta)),
+        G = (alpha A / (beta B))^(1/(alpha+beta))."""
+        self._require_fit()
+        p = self.params
+        c = np.asarray(compute, dtype=float)
+        s = p["alpha"] + p["beta"]
+        g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / s)
+        n_opt = g * (c / 6.0) ** (p["beta"] / s)
+        d_opt = (1.0 / g) * (c / 6.0) ** (p["alpha"] / s)
+        loss = p["E"] + p["A"] / n_opt ** p["alpha"] + p["B"] / d_opt ** p["beta"]
+        return {"compute": c, "n_opt": n_opt, "d_opt": d_opt, "tokens_per_param": d_opt / n_opt,
+                "loss": loss, "G": g, "n_exponent": p["beta"] / s, "d_exponent": p["alpha"] / s}
+
+    def derived(self, compute: Any = (), **_: Any) -> dict:
+        if not self.params or not (self.params["alpha"] > 0 and self.params["beta"] > 0):
+            return {"compute_optimal": None, "note": "alpha and beta must be positive for an optimum"}
+        co = self.compute_optimal(np.asarray(compute, dtype=float))
+        rows = [{"compute": float(c), "n_opt": float(n), "d_opt": float(d), "tokens_per_param": float(t),
+                 "loss": float(lv)}
+                for c, n, d, t, lv in zip(co["compute"], co["n_opt"], co["d_opt"], co["tokens_per_param"], co["loss"])]
+        return {"G": float(co["G"]), "n_exponent": float(co["n_exponent"]),
+                "d_exponent": float(co["d_exponent"]), "compute_optimal": rows,
+                "definition": "C = 6 N D; N_opt = G (C/6)^(beta/(alpha+beta)), "
+                              "D_opt = (C/6)^(alpha/(alpha+beta)) / G, G = (alpha A/(beta B))^(1/(alpha+beta))"}
+
+    def derived_scalars(self, compute: Any = (), **_: Any) -> dict[str, float]:
+        if not (self.params["alpha"] > 0 and self.params["beta"] > 0):
+            return {}
+        co = self.compute_optimal(np.asarray(compute, dtype=float))
+        out = {"G": float(co["G"]), "n_exponent": float(co["n_exponent"]), "d_exponent": float(co["d_exponent"])}
+        for i, c in enumerate(co["compute"]):
+            out[f"n_opt@{c:.3g}"] = float(co["n_opt"][i])
+            out[f"d_opt@{c:.3g}"] = float(co["d_opt"][i])
+            out[f"loss@{c:.3g}"] = float(co["loss"][i])
+        return out
+
+
+class AverageParamsLaw(ChinchillaLaw):
+    """Paper A's law: the Chinchilla form with N replaced by the average non-zero parameter
+    count over training, N-bar (column ``n_avg``), fitted on dense and sparse runs together."""
+
+    name = "average-params"
+    default_columns = {**ChinchillaLaw.default_columns, "N": "n_avg"}

@@ -1,0 +1,149 @@
+"""Execute a notebook template with papermill into a results folder, all or nothing.
+
+``sparsescale notebook --template notebooks/NAME.ipynb --out-dir results/notebooks/NAME -p key value ...``
+
+The template runs (kernel ``python3``) in a temporary folder beside ``--out-dir`` with its
+``figures_dir`` / ``tables_dir`` parameters pointing inside it. On success the folder holds
+``NAME.ipynb`` (executed), ``NAME.html`` (nbconvert copy), ``figures/*.png|pdf``,
+``tables/*.csv|md|tex``, ``figures.json`` and ``tables.json`` (captions, read by the report),
+and is renamed onto ``--out-dir``. A failing cell prints that cell's traceback to stderr, removes
+the temporary folder and exits 1: nothing is left that Snakemake could take as done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sparsescale.io import InputError, get_logger
+
+log = get_logger("sparsescale.notebook")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; ``traceback`` is the cell's traceback as plain text."""
+
+    def __init__(self, message: str, traceback: str):
+        super().__init__(message)
+        self.traceback = traceback
+
+
+def parse_parameters(pairs: list[list[str]] | None) -> dict[str, Any]:
+    """``-p key value`` pairs; values are parsed as YAML (numbers, lists, dicts), else kept as text."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for key, raw in pairs or []:
+        if not key.isidentifier():
+            raise InputError(f"-p {key}: a parameter name must be a Python identifier")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        if raw.strip() == "":
+            value = ""
+        elif value is None and raw.strip() not in ("null", "~", "None"):
+            value = raw
+        params[key] = value
+    return params
+
+
+def _export_html(ipynb: Path, html: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(ipynb, as_version=4)
+    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+    html.write_text(body, encoding="utf-8")
+
+
+def _failure_text(err: BaseException) -> str:
+    tb = getattr(err, "traceback", None)
+    if isinstance(tb, (list, tuple)) and tb:
+        text = "\n".join(str(line) for line in tb)
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return _ANSI.sub("", text)
+
+
+def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parameters: dict[str, Any] | None = None,
+                 kernel: str = "python3", html: bool = True, timeout: int | None = None) -> Path:
+    """Execute ``template`` into ``out_dir`` (replaced atomically); raise NotebookFailed on a cell error."""
+    import papermill as pm
+
+    template = Path(template)
+    out_dir = Path(out_dir)
+    if not template.is_file():
+        raise InputError(f"--template {template}: file not found")
+    name = template.stem
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        figures_dir, tables_dir = tmp / "figures", tmp / "tables"
+        figures_dir.mkdir()
+        tables_dir.mkdir()
+        params = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in (parameters or {}).items()}
+        params.update({"figures_dir": str(figures_dir.resolve()), "tables_dir": str(tables_dir.resolve())})
+        executed = tmp / f"{name}.ipynb"
+        log.info("executing %s -> %s", template, out_dir)
+        try:
+            pm.execute_notebook(str(template), str(executed), parameters=params, kernel_name=kernel,
+                                progress_bar=False, log_output=False, execution_timeout=timeout)
+        except pm.PapermillExecutionError as err:
+            raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}",
+                                 _failure_text(err)) from err
+        for index, sub in (("figures.json", figures_dir), ("tables.json", tables_dir)):
+            if (sub / index).is_file():
+                os.replace(sub / index, tmp / index)
+        if html:
+            _export_html(executed, tmp / f"{name}.html")
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes the folder owner-only
+        old = None
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+            os.replace(out_dir, old / "prev")
+        os.replace(tmp, out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("wrote %s", out_dir)
+        return out_dir
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    params = parse_parameters(args.parameter)
+    try:
+        run_notebook(args.template, args.out_dir, params, kernel=args.kernel, html=not args.no_html,
+                     timeout=args.cell_timeout)
+    except NotebookFailed as err:
+        print(f"sparsescale notebook: error: {err}\n{err.traceback}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_notebook_command(subparsers) -> None:
+    p = subparsers.add_parser("notebook", help="execute a notebook template with papermill (all or nothing)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--template", required=True, help="notebooks/NAME.ipynb")
+    p.add_argument("--out-dir", required=True, help="results/notebooks/NAME (replaced on success)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                   help="a papermill parameter; VALUE is parsed as YAML (repeatable)")
+    p.add_argument("--kernel", default="python3")
+    p.add_argument("--no-html", action="store_true", help="skip the nbconvert HTML copy")
+    p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: none)")
+    p.set_defaults(func=_cmd_notebook)
+
+
+def add_commands(subparsers) -> None:
+    add_notebook_command(subparsers)

@@ -1,0 +1,690 @@
+"""The training loop: one run from a spec, with pruning, checkpoints/resume and the step log.
+
+``run_training(spec, data_dir, out_dir)`` trains the spec's model on the token shards and
+writes, atomically, into ``out_dir``: ``steps.parquet``, ``config.json``, ``model.pt`` and
+last ``metrics.json`` (see docs/ARCHITECTURE.md). ``checkpoint.pt`` is written every
+``checkpoint_every`` steps and, when present at start, the run resumes from it; it is
+removed once the run has finished.
+
+Order of one step ``t`` (0-based): pruning event at boundary ``t`` if any (new masks, Adam
+moments of pruned weights zeroed) -> lr(t) -> forward/backward on batch (seed, t) -> grads
+of pruned weights zeroed -> grad-norm clip -> AdamW step -> weights masked. An event at
+boundary ``T`` (end of training) is applied after the last step, before the final eval.
+
+Determinism: the model is initialised from ``torch.manual_seed(seed)``, batch ``t`` depends
+only on (seed, t), there is no dropout, and a checkpoint holds everything the remaining
+steps read (weights, AdamW state, masks, step, the step log, RNG states), so on CPU a
+resumed run is bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import random
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparsescale.io import InputError, atomic_path, get_logger, write_json, write_parquet
+from sparsescale.model import ModelConfig, Transformer, param_counts
+from sparsescale.pruning import (
+    BASES,
+    EMBEDDING_SPARSITY,
+    METHODS,
+    SHAPES,
+    Schedule,
+    build_schedule,
+    pruner_for_model,
+)
+
+log = get_logger("sparsescale.train")
+
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "seq_len": 128,
+    "batch_size": 16,
+    "lr": 0.003,
+    "warmup_fraction": 0.05,
+    "min_lr_fraction": 0.1,
+    "weight_decay": 0.1,
+    "betas": [0.9, 0.95],
+    "eps": 1e-8,
+    "grad_clip": 1.0,
+    "eval_every": 50,
+    "eval_windows": 32,
+    "checkpoint_every": 200,
+    "log_every": 50,
+    "compile": False,
+    "device": "auto",
+    "threads": 1,
+}
+# training keys that do not change the numbers a run produces (may differ on resume)
+RUNTIME_KEYS = ("checkpoint_every", "log_every", "device", "threads", "compile")
+TOP_LEVEL = ("run_id", "corpus", "scale", "budget", "schedule", "seed", "model", "budget_spec", "pruning", "training")
+PRUNING_KEYS = (
+    "method", "shape", "final_sparsity", "start", "end", "duration", "basis", "every", "n", "m",
+    "embedding_sparsity", "init",
+)
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss: the run stops and writes no final metrics."""
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate_spec(spec: Any) -> dict:
+    """Check a run spec and return it resolved (defaults filled in); InputError names the key."""
+    if not isinstance(spec, dict):
+        raise InputError("spec: must be a JSON object")
+    spec = copy.deepcopy(spec)
+    for key in ("seed", "model", "budget_spec", "pruning", "training"):
+        if key not in spec:
+            raise InputError(f"spec: missing key '{key}'")
+    unknown = sorted(set(spec) - set(TOP_LEVEL))
+    if unknown:
+        raise InputError(f"spec: unknown key(s) {unknown}")
+    for key in ("run_id", "corpus", "scale", "budget", "schedule"):
+        spec.setdefault(key, None)
+    if not _is_int(spec["seed"]) or spec["seed"] < 0:
+        raise InputError(f"spec.seed: must be a non-negative integer, got {spec['seed']!r}")
+
+    model = spec["model"]
+    if not isinstance(model, dict):
+        raise InputError("spec.model: must be an object")
+    for key in ("d_model", "n_layers", "n_heads", "d_ff"):
+        if key not in model:
+            raise InputError(f"spec.model: missing key '{key}'")
+        if not _is_int(model[key]) or model[key] < 1:
+            raise InputError(f"spec.model.{key}: must be a positive integer, got {model[key]!r}")
+    if set(model) - {"d_model", "n_layers", "n_heads", "d_ff"}:
+        raise InputError(f"spec.model: unknown key(s) {sorted(set(model) - {'d_model', 'n_layers', 'n_heads', 'd_ff'})}")
+    if model["d_model"] % model["n_heads"] or (model["d_model"] // model["n_heads"]) % 2:
+        raise InputError(
+            f"spec.model.n_heads: d_model {model['d_model']} must split into n_heads {model['n_heads']} heads of even size"
+        )
+
+    budget = spec["budget_spec"]
+    if not isinstance(budget, dict) or len(budget) != 1 or not set(budget) <= {"tokens", "tokens_per_param"}:
+        raise InputError("spec.budget_spec: must be exactly one of {'tokens': int} or {'tokens_per_param': number}")
+    (bkey, bval), = budget.items()
+    if not _is_num(bval) or bval <= 0:
+        raise InputError(f"spec.budget_spec.{bkey}: must be a positive number, got {bval!r}")
+
+    spec["training"] = _validate_training(spec["training"])
+    spec["pruning"] = _validate_pruning(spec["pruning"])
+    return spec
+
+
+def _validate_training(training: Any) -> dict:
+    if not isinstance(training, dict):
+        raise InputError("spec.training: must be an object")
+    unknown = sorted(set(training) - set(TRAINING_DEFAULTS))
+    if unknown:
+        raise InputError(f"spec.training: unknown key(s) {unknown}")
+    t = {**copy.deepcopy(TRAINING_DEFAULTS), **training}
+    for key in ("seq_len", "batch_size", "eval_every", "eval_windows", "checkpoint_every", "log_every", "threads"):
+        if not _is_int(t[key]) or t[key] < 1:
+            raise InputError(f"spec.training.{key}: must be a positive integer, got {t[key]!r}")
+    if not _is_num(t["lr"]) or t["lr"] <= 0:
+        raise InputError(f"spec.training.lr: must be a positive number, got {t['lr']!r}")
+    for key in ("warmup_fraction", "min_lr_fraction"):
+        if not _is_num(t[key]) or not 0 <= t[key] <= 1:
+            raise InputError(f"spec.training.{key}: must be in [0, 1], got {t[key]!r}")
+    if not _is_num(t["weight_decay"]) or t["weight_decay"] < 0:
+        raise InputError(f"spec.training.weight_decay: must be >= 0, got {t['weight_decay']!r}")
+    if not _is_num(t["eps"]) or t["eps"] <= 0:
+        raise InputError(f"spec.training.eps: must be > 0, got {t['eps']!r}")
+    if t["grad_clip"] is not None and (not _is_num(t["grad_clip"]) or t["grad_clip"] <= 0):
+        raise InputError(f"spec.training.grad_clip: must be > 0 or null, got {t['grad_clip']!r}")
+    b = t["betas"]
+    if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
+        raise InputError(f"spec.training.betas: must be two numbers in [0, 1), got {b!r}")
+    t["betas"] = [float(x) for x in b]
+    if not isinstance(t["compile"], bool):
+        raise InputError(f"spec.training.compile: must be true or false, got {t['compile']!r}")
+    if t["device"] not in ("auto", "cpu", "cuda"):
+        raise InputError(f"spec.training.device: must be auto, cpu or cuda, got {t['device']!r}")
+    return t
+
+
+def _validate_pruning(pruning: Any) -> dict:
+    if not isinstance(pruning, dict):
+        raise InputError("spec.pruning: must be an object")
+    unknown = sorted(set(pruning) - set(PRUNING_KEYS))
+    if unknown:
+        raise InputError(f"spec.pruning: unknown key(s) {unknown}")
+    p = dict(pruning)
+    method = p.get("method")
+    if method not in METHODS:
+        raise InputError(f"spec.pruning.method: must be one of {list(METHODS)}, got {method!r}")
+    p.setdefault("init", "scratch")
+    if p["init"] not in ("scratch", "dense"):
+        raise InputError(f"spec.pruning.init: must be scratch or dense, got {p['init']!r}")
+    if method == "dense":
+        return {
+            "method": "dense", "shape": None, "final_sparsity": 0.0, "start": None, "end": None, "basis": None,
+            "every": None, "n": None, "m": None, "embedding_sparsity": "none", "init": p["init"],
+        }
+    p.setdefault("shape", "geometric")
+    p.setdefault("basis", "compute")
+    p.setdefault("every", 10)
+    p.setdefault("embedding_sparsity", "none")
+    p.setdefault("n", None)
+    p.setdefault("m", None)
+    if p["shape"] not in SHAPES:
+        raise InputError(f"spec.pruning.shape: must be one of {list(SHAPES)}, got {p['shape']!r}")
+    if p["basis"] not in BASES:
+        raise InputError(f"spec.pruning.basis: must be one of {list(BASES)}, got {p['basis']!r}")
+    if p["embedding_sparsity"] not in EMBEDDING_SPARSITY:
+        raise InputError(f"spec.pruning.embedding_sparsity: must be one of {list(EMBEDDING_SPARSITY)}, got {p['embedding_sparsity']!r}")
+    if not _is_int(p["every"]) or p["every"] < 1:
+        raise InputError(f"spec.pruning.every: must be a positive integer, got {p['every']!r}")
+    if method == "nm":
+        n, m = p["n"], p["m"]
+        if not (_is_int(n) and _is_int(m) and 0 < n < m):
+            raise InputError(f"spec.pruning.n/m: need integers 0 < n < m, got n={n!r}, m={m!r}")
+        implied = 1.0 - n / m
+        fs = p.get("final_sparsity")
+        if fs is not None and (not _is_num(fs) or abs(fs - implied) > 1e-5):
+            raise InputError(f"spec.pruning.final_sparsity: {fs!r} disagrees with n:m = {n}:{m} (1 - n/m = {implied:.6f})")
+        p["final_sparsity"] = implied
+    else:
+        fs = p.get("final_sparsity")
+        if fs is None:
+            raise InputError(f"spec.pruning.final_sparsity: required for method '{method}'")
+        if not _is_num(fs) or not 0 <= fs < 1:
+            raise InputError(f"spec.pruning.final_sparsity: must be in [0, 1), got {fs!r}")
+        p["final_sparsity"] = float(fs)
+    if "start" not in p or p["start"] is None:
+        raise InputError(f"spec.pruning.start: required for method '{method}'")
+    if p.get("end") is None:
+        if p.get("duration") is None:
+            raise InputError("spec.pruning.end: required (or 'duration')")
+        p["end"] = p["start"] + p["duration"]
+    p.pop("duration", None)
+    for key in ("start", "end"):
+        if not _is_num(p[key]) or not 0 <= p[key] <= 1 + 1e-9:
+            raise InputError(f"spec.pruning.{key}: must be a fraction in [0, 1], got {p[key]!r}")
+        p[key] = min(float(p[key]), 1.0)
+    if p["end"] < p["start"]:
+        raise InputError(f"spec.pruning.end: {p['end']} is before start {p['start']}")
+    return p
+
+
+def load_spec(text_or_path: str) -> dict:
+    """``--spec`` is JSON text or the path of a JSON file."""
+    text = text_or_path.strip()
+    if not text.startswith("{"):
+        path = Path(text_or_path)
+        if not path.is_file():
+            raise InputError(f"--spec: {text_or_path} is neither JSON nor an existing file")
+        text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--spec: not valid JSON ({err})") from err
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_fraction: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine from ``lr`` to ``min_lr_fraction * lr``."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    decay = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay)
+    floor = lr * min_lr_fraction
+    return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, training: dict, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, weight decay on matrices (linears, embedding) only, not on norm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": training["weight_decay"]},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    kwargs: dict[str, Any] = {"lr": training["lr"], "betas": tuple(training["betas"]), "eps": training["eps"]}
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    else:
+        kwargs["foreach"] = True
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("spec.training.device: 'cuda' requested but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """Mean next-token loss over fixed windows (all windows have the same length)."""
+    was_training = model.training
+    model.eval()
+    total, rows = 0.0, 0
+    for i in range(0, xs.shape[0], batch_size):
+        x = xs[i : i + batch_size].to(device, non_blocking=True)
+        y = ys[i : i + batch_size].to(device, non_blocking=True)
+        with _autocast(device):
+            loss = model(x, y)
+        total += float(loss) * x.shape[0]
+        rows += x.shape[0]
+    model.train(was_training)
+    return total / rows
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fingerprint(spec: dict, init_from: str | None) -> str:
+    """What a checkpoint must agree with to be resumed (everything that changes the numbers)."""
+    training = {k: v for k, v in spec["training"].items() if k not in RUNTIME_KEYS}
+    key = {k: spec[k] for k in ("seed", "model", "budget_spec", "pruning")}
+    key["training"] = training
+    key["init_from"] = bool(init_from)
+    return json.dumps(key, sort_keys=True)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("sparsescale", "torch", "numpy", "pandas", "pyarrow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_state() -> dict:
+    try:
+        from sparsescale.provenance import git_state
+
+        return git_state(Path(__file__).resolve().parent)
+    except Exception:  # provenance is best effort
+        return {"commit": None, "dirty": None}
+
+
+class _Dist:
+    """torchrun / DDP context: rank-sharded batches, rank 0 writes; a no-op without WORLD_SIZE>1."""
+
+    def __init__(self, device_name: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank, self.local_rank = 0, 0
+        if self.world > 1:
+            import torch.distributed as dist
+
+            self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            use_cuda = device_name != "cpu" and torch.cuda.is_available()
+            if use_cuda:
+                torch.cuda.set_device(self.local_rank)
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            self.rank = dist.get_rank()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, name: str) -> torch.device:
+        dev = resolve_device(name)
+        if dev.type == "cuda" and self.world > 1:
+            return torch.device("cuda", self.local_rank)
+        return dev
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t /= self.world
+        return t
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_training(
+    spec: dict,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    init_from: str | os.PathLike | None = None,
+    threads: int | None = None,
+    step_times: list[float] | None = None,
+) -> dict | None:
+    """Train one run; returns the metrics (rank 0) or None (other DDP ranks).
+
+    ``step_times`` (benchmarks): if given, ``time.perf_counter()`` is appended after every
+    step, so per-step times of the real loop can be measured.
+    """
+    from sparsescale.data.loader import TokenShards
+
+    spec = validate_spec(spec)
+    if threads is not None:
+        spec["training"]["threads"] = int(threads)
+    tr, pr = spec["training"], spec["pruning"]
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    dist = _Dist(tr["device"])
+    try:
+        device = dist.device(tr["device"])
+        if device.type == "cpu":
+            torch.set_num_threads(tr["threads"])
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if tr["batch_size"] % dist.world:
+            raise InputError(f"spec.training.batch_size: {tr['batch_size']} is not divisible by WORLD_SIZE {dist.world}")
+        if pr["init"] == "dense" and init_from is None and not ckpt_path.is_file():
+            raise InputError("spec.pruning.init: 'dense' needs --init-from MODEL_PT (the trained dense model)")
+
+        shards = TokenShards(data_dir, verify=True)
+        seq_len, batch_size, seed = tr["seq_len"], tr["batch_size"], spec["seed"]
+        cfg = ModelConfig(
+            vocab_size=shards.vocab_size, max_seq_len=seq_len, **{k: spec["model"][k] for k in ("d_model", "n_layers", "n_heads", "d_ff")}
+        )
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        raw = Transformer(cfg).to(device)
+        counts = param_counts(raw)
+        n_prunable = counts["n_prunable"]
+        budget = spec["budget_spec"]
+        budget_tokens = budget["tokens"] if "tokens" in budget else budget["tokens_per_param"] * n_prunable
+        tokens_per_step = batch_size * seq_len
+        total_steps = max(1, math.ceil(budget_tokens / tokens_per_step))
+        try:
+            schedule = build_schedule(pr, total_steps)
+        except ValueError as err:
+            raise InputError(f"spec.pruning: {err}") from err
+        if pr["method"] == "nm":
+            bad = [n for n, m in raw.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % pr["m"]]
+            if bad:
+                raise InputError(f"spec.pruning.m: {pr['m']} does not divide the input width of {bad[0]}")
+        pruner = pruner_for_model(raw, pr)
+        optimizer = make_optimizer(raw, tr, device)
+        warmup_steps = round(tr["warmup_fraction"] * total_steps)
+        fingerprint = _fingerprint(spec, None if init_from is None else str(init_from))
+
+        rows: list[dict] = []
+        start_step, elapsed_before = 0, 0.0
+        resumed_from = None
+        for stale in out_dir.glob(f".{CHECKPOINT}.*.tmp") if dist.main else ():
+            stale.unlink(missing_ok=True)  # left by a killed checkpoint write
+        if ckpt_path.is_file():
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+            if ckpt.get("fingerprint") != fingerprint:
+                raise InputError(f"{ckpt_path}: written for a different spec; delete it to start this run afresh")
+            raw.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            pruner.load_state_dict(ckpt["pruner"])
+            _set_rng_state(ckpt["rng"])
+            rows = ckpt["rows"]
+            start_step = resumed_from = int(ckpt["step"])
+            elapsed_before = float(ckpt["elapsed_s"])
+            log.info("resuming from %s at step %d of %d", ckpt_path, start_step, total_steps)
+        elif init_from is not None:
+            _load_init(raw, cfg, Path(init_from), device)
+            log.info("initialised from %s", init_from)
+        pruner.mask_weights()
+
+        model: torch.nn.Module = raw
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
+        if tr["compile"]:
+            model = torch.compile(model)
+
+        val_x, val_y = shards.fixed_windows("val", tr["eval_windows"], seq_len, seed=0)
+        events = dict(schedule.events)
+        n_nonzero = pruner.n_nonzero_prunable()
+        compute = rows[-1]["compute"] if rows else 0.0
+        last_ckpt = (start_step, ckpt_path) if resumed_from is not None else None
+        local_rows = batch_size // dist.world
+        lo, hi = dist.rank * local_rows, (dist.rank + 1) * local_rows
+        pending: list[tuple[int, torch.Tensor, float, int]] = []
+        params = list(raw.parameters())
+        flush_each_step = device.type == "cpu"
+        if dist.main:
+            log.info(
+                "run %s: N=%d prunable, %d embedding, %d total; %d steps x %d tokens; %d pruning events (%s)",
+                spec.get("run_id"), n_prunable, counts["n_embedding"], counts["n_total"], total_steps,
+                tokens_per_step, len(schedule.events), pr["method"],
+            )
+
+        def flush() -> None:
+            """Move pending losses into the step log; stop on a non-finite loss."""
+            nonlocal compute
+            if not pending:
+                return
+            losses = dist.mean(torch.stack([p[1] for p in pending]).float()).tolist()
+            for (st, _, lr_t, nz), loss_t in zip(pending, losses):
+                if not math.isfinite(loss_t):
+                    where = f"{last_ckpt[1]} (step {last_ckpt[0]})" if last_ckpt else "none (no checkpoint written yet)"
+                    raise TrainingDiverged(
+                        f"non-finite training loss ({loss_t}) at step {st + 1}; last good checkpoint: {where}"
+                    )
+                compute += 6.0 * nz * tokens_per_step
+                tokens = (st + 1) * tokens_per_step
+                rows.append(
+                    {"step": st + 1, "tokens": tokens, "lr": lr_t, "train_loss": loss_t, "val_loss": float("nan"),
+                     "density": nz / n_prunable, "n_nonzero": nz, "compute": compute, "n_avg": compute / (6.0 * tokens)}
+                )
+            pending.clear()
+
+        t0 = time.perf_counter()
+        t_log, tok_log = t0, 0
+        step = start_step
+        while step < total_steps:
+            if step in events:
+                pruner.prune_to(events[step], optimizer)
+                n_nonzero = pruner.n_nonzero_prunable()
+            lr_t = lr_at(step, total_steps, tr["lr"], warmup_steps, tr["min_lr_fraction"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_t
+            x, y = shards.batch("train", seed=seed, step=step, batch_size=batch_size, seq_len=seq_len)
+            if dist.world > 1:
+                x, y = x[lo:hi], y[lo:hi]
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device):
+                loss = model(x, y)
+            loss.backward()
+            pruner.mask_grads()
+            if tr["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"], foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            pruner.mask_weights()
+            pending.append((step, loss.detach(), lr_t, n_nonzero))
+            step += 1
+            if step_times is not None:
+                step_times.append(time.perf_counter())
+
+            is_eval = step % tr["eval_every"] == 0 and step < total_steps
+            is_ckpt = step % tr["checkpoint_every"] == 0 and step < total_steps
+            is_log = step % tr["log_every"] == 0
+            if flush_each_step or is_eval or is_ckpt or is_log:
+                flush()
+            if is_eval:
+                rows[-1]["val_loss"] = evaluate(raw, val_x, val_y, batch_size, device)
+            if is_log and dist.main:
+                now = time.perf_counter()
+                tok_log_now = (step - start_step) * tokens_per_step
+                log.info(
+                    "step %d/%d loss %.4f%s lr %.2e density %.4f tok/s %.0f",
+                    step, total_steps, rows[-1]["train_loss"],
+                    f" val {rows[-1]['val_loss']:.4f}" if is_eval else "", lr_t, n_nonzero / n_prunable,
+                    (tok_log_now - tok_log) / max(now - t_log, 1e-9),
+                )
+                t_log, tok_log = now, tok_log_now
+            if is_ckpt:
+                if dist.main:
+                    _save_checkpoint(
+                        ckpt_path, step, raw, optimizer, pruner, rows, fingerprint,
+                        elapsed_before + time.perf_counter() - t0,
+                    )
+                last_ckpt = (step, ckpt_path)
+        flush()
+        if total_steps in events:  # an event at the very end of training
+            pruner.prune_to(events[total_steps], optimizer)
+            n_nonzero = pruner.n_nonzero_prunable()
+        final_val = evaluate(raw, val_x, val_y, batch_size, device)
+        if not math.isfinite(final_val):
+            raise TrainingDiverged(f"non-finite final validation loss ({final_val}) at step {total_steps}")
+        rows[-1]["val_loss"] = final_val
+        loop_s = time.perf_counter() - t0
+        wall_s = elapsed_before + loop_s
+
+        target = pr["final_sparsity"] if pr["method"] != "dense" else 0.0
+        errors = pruner.check(target) if pruner.active else []
+        if errors:
+            raise RuntimeError("achieved sparsity is off target by more than one weight: " + "; ".join(errors))
+        if not dist.main:
+            return None
+
+        n_final = pruner.n_nonzero_prunable()
+        tokens = total_steps * tokens_per_step
+        dens = np.array([r["density"] for r in rows])
+        metrics = {
+            "run_id": spec["run_id"], "corpus": spec["corpus"], "scale": spec["scale"], "budget": spec["budget"],
+            "schedule": spec["schedule"], "seed": seed, "method": pr["method"], "shape": pr["shape"],
+            "target_sparsity": target, "start": pr["start"], "end": pr["end"],
+            "start_step": schedule.start_step if schedule.events else None,
+            "end_step": schedule.end_step if schedule.events else None,
+            "final_val_loss": final_val, "final_train_loss": rows[-1]["train_loss"],
+            "n_prunable": n_prunable, "n_final": n_final, "n_avg": rows[-1]["n_avg"],
+            "n_embedding": counts["n_embedding"], "n_embedding_nonzero": _embedding_nonzero(pruner, counts),
+            "n_total": counts["n_total"], "tokens": tokens, "budget_tokens": budget_tokens, "steps": total_steps,
+            "compute": rows[-1]["compute"], "sparsity": 1.0 - n_final / n_prunable, "mean_density": float(dens.mean()),
+            "epochs": shards.epochs("train", tokens), "wall_time_s": wall_s, "tokens_per_s": tokens / wall_s if wall_s > 0 else None,
+            "device": _device_name(device), "sparsity_per_layer": pruner.sparsity_per_layer(),
+            "schedule_events": schedule.to_dict(), "spec": spec, "versions": _versions(),
+            "provenance": {
+                "host": socket.gethostname(), "git": _git_state(), "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                "world_size": dist.world, "resumed_from_step": resumed_from, "init_from": None if init_from is None else str(init_from),
+                "data_dir": str(data_dir), "data_sha256": shards.manifest.get("sha256"), "argv": sys.argv,
+                "compile": tr["compile"], "dtype": "bfloat16-autocast" if device.type == "cuda" else "float32",
+            },
+        }
+        _write_outputs(out_dir, spec, cfg, raw, pruner, rows, metrics)
+        ckpt_path.unlink(missing_ok=True)
+        log.info(
+            "done: final val loss %.4f, sparsity %.4f (target %.4f), N_final %d, N_avg %.0f, %.0f tokens/s, %.1f s",
+            final_val, metrics["sparsity"], target, n_final, metrics["n_avg"], metrics["tokens_per_s"] or 0, wall_s,
+        )
+        return metrics
+    finally:
+        dist.close()
+
+
+def _embedding_nonzero(pruner, counts: dict) -> int:
+    mk = pruner.masks.get("tok_emb.weight")
+    return counts["n_embedding"] if mk is None else int(torch.count_nonzero(mk))
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def _save_checkpoint(path: Path, step: int, raw, optimizer, pruner, rows, fingerprint: str, elapsed_s: float) -> None:
+    state = {
+        "format": 1, "step": step, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+        "pruner": pruner.state_dict(), "rows": rows, "rng": _rng_state(), "fingerprint": fingerprint,
+        "elapsed_s": elapsed_s,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_init(raw: Transformer, cfg: ModelConfig, path: Path, device: torch.device) -> None:
+    if not path.is_file():
+        raise InputError(f"--init-from: {path} not found")
+    state = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(state, dict) or "model" not in state:
+        raise InputError(f"--init-from: {path} is not a sparsescale model.pt (no 'model' entry)")
+    saved = state.get("model_config", {})
+    for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise InputError(f"--init-from: {path} has model {key}={saved[key]}, this run needs {getattr(cfg, key)}")
+    try:
+        raw.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise InputError(f"--init-from: {path} does not fit this model ({err})") from err
+
+
+def _write_outputs(out_dir: Path, spec, cfg: ModelConfig, raw, pruner, rows: list[dict], metrics: dict) -> None:
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows, columns=["step", "tokens", "lr", "train_loss", "val_loss", "density", "n_nonzero", "compute", "n_avg"])
+    frame = frame.astype({"step": "int64", "tokens": "int64", "n_nonzero": "int64"})
+    write_parquet(out_dir / "steps.parquet", frame)
+    write_json(out_dir / "config.json", spec)  # the resolved spec (usable again as --spec)
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(
+            {"model": {k: v.detach().cpu() for k, v in raw.state_dict().items()}, "masks": pruner.state_dict()["masks"],
+             "model_config": cfg.to_dict(), "spec": spec},
+            tmp,
+        )
+    write_json(out_dir / "metrics.json", metrics)
+
+
+def schedule_preview(spec: dict, n_prunable: int) -> Schedule:
+    """The pruning events a spec gives for a model with ``n_prunable`` weights (no training)."""
+    spec = validate_spec(spec)
+    tr = spec["training"]
+    budget = spec["budget_spec"]
+    tokens = budget["tokens"] if "tokens" in budget else budget["tokens_per_param"] * n_prunable
+    return build_schedule(spec["pruning"], max(1, math.ceil(tokens / (tr["batch_size"] * tr["seq_len"]))))

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on localhost for tests/test_slurm.py: `cluster.sh start|stop`.
+# Needs root and Debian's apt (installs slurm-wlm and munge if missing). Accounting is off,
+# so the executor plugin must query job status with squeue (see profiles/slurm).
+set -euo pipefail
+action=${1:?usage: cluster.sh start|stop}
+state=${SLURM_TEST_STATE:-/tmp/sparsescale-slurm}
+node=$(hostname -s)
+
+stop() {
+  for daemon in slurmd slurmctld munged; do
+    pkill -x "$daemon" 2>/dev/null || true
+  done
+}
+
+if [[ $action == stop ]]; then
+  stop
+  exit 0
+fi
+
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  echo "installing slurm-wlm and munge" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends slurm-wlm munge >/dev/null
+fi
+
+stop
+mkdir -p "$state"/{spool/slurmd,spool/slurmctld,log} /etc/slurm /etc/munge /run/munge /var/log/munge /var/lib/munge
+chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
+if [[ ! -s /etc/munge/munge.key ]]; then
+  dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  chown munge:munge /etc/munge/munge.key
+  chmod 400 /etc/munge/munge.key
+fi
+runuser -u munge -- munged --force
+
+memory_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 3 / 4 ))
+cat > /etc/slurm/slurm.conf <<CONF
+ClusterName=sparsescale-test
+SlurmctldHost=$node
+SlurmUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+ReturnToService=2
+StateSaveLocation=$state/spool/slurmctld
+SlurmdSpoolDir=$state/spool/slurmd
+SlurmctldPidFile=$state/slurmctld.pid
+SlurmdPidFile=$state/slurmd.pid
+SlurmctldLogFile=$state/log/slurmctld.log
+SlurmdLogFile=$state/log/slurmd.log
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$memory_mb State=UNKNOWN
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
+CONF
+
+slurmctld
+slurmd
+for _ in $(seq 30); do
+  if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+    echo "slurm up: $(sinfo -h -o '%P %D %T %c cpus')" >&2
+    exit 0
+  fi
+  sleep 1
+done
+echo "slurm did not come up; logs in $state/log" >&2
+tail -20 "$state"/log/*.log >&2 || true
+exit 1

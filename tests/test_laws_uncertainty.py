@@ -1,0 +1,94 @@
+"""Bootstrap intervals and held-out errors of the scaling-law fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparsescale.laws.chinchilla import AverageParamsLaw, ChinchillaLaw
+from sparsescale.laws.sparsity import SparsityLaw
+from sparsescale.laws.synthetic import runs_table
+from sparsescale.laws.uncertainty import bootstrap, kfold, leave_one_scale_out, scale_groups
+
+CHIN_TRUE = {"E": 1.8, "A": 400.0, "B": 1000.0, "alpha": 0.34, "beta": 0.30}
+
+
+def test_bootstrap_intervals_cover_truth_in_most_repeats():
+    repeats, covered = 8, {"E": 0, "alpha": 0, "beta": 0}
+    for rep in range(repeats):
+        frame = runs_table("chinchilla", CHIN_TRUE, seed=100 + rep, noise=0.02,
+                           tokens_per_param=(5, 20, 80, 320))
+        law = ChinchillaLaw(n_refine=16, warm_starts=1).fit(frame)
+        out = bootstrap(law, frame, n_boot=40, seed=rep)
+        assert out["n_failed"] <= 2
+        for name in covered:
+            lo, hi = out["ci"][name]
+            assert lo < hi
+            covered[name] += lo <= CHIN_TRUE[name] <= hi
+    for name, hits in covered.items():
+        assert hits >= 5, f"{name}: 95% interval covered the truth in {hits}/{repeats} repeats"
+
+
+def test_bootstrap_is_seeded_sets_ci_and_derived():
+    frame = runs_table("chinchilla", CHIN_TRUE, seed=0)
+    law = ChinchillaLaw(n_refine=16, warm_starts=1).fit(frame)
+    a = bootstrap(law, frame, n_boot=10, seed=7, derived_kwargs={"compute": [1e17]})
+    b = bootstrap(law, frame, n_boot=10, seed=7, derived_kwargs={"compute": [1e17]})
+    assert a["ci"] == b["ci"]
+    assert "n_opt@1e+17" in a["derived_ci"] and "G" in a["derived_ci"]
+    table = law.parameter_table()
+    assert np.isfinite(table[["ci_low", "ci_high"]].to_numpy()).all()
+    assert (table["ci_low"] <= table["ci_high"]).all()
+
+
+def test_sparsity_bootstrap_runs():
+    frame = runs_table("sparsity", seed=1)
+    law = SparsityLaw(n_starts=10).fit(frame)
+    out = bootstrap(law, frame, n_boot=8, seed=0,
+                    derived_kwargs={"n_values": [1e6], "compute": [1e15]})
+    lo, hi = out["ci"]["b_N"]
+    assert lo <= hi and 0.1 < lo and hi < 0.6
+    assert any(k.startswith("s_opt@") for k in out["derived_ci"])
+
+
+def test_heldout_errors_are_sane():
+    noise = 0.02
+    frame = runs_table("average-params", CHIN_TRUE, seed=5, noise=noise)
+    law = AverageParamsLaw(n_refine=16)
+    loso = leave_one_scale_out(law, frame)
+    assert loso["held_out_scale"] == "s4" and loso["scale_column"] == "scale"
+    assert loso["n_test"] == 12 and loso["n_train"] == 48
+    # errors are in loss units: around the noise level (2 % of a loss of ~3-13)
+    typical = noise * frame["final_val_loss"].mean()
+    assert 0.2 * typical < loso["mae"] <= loso["rmse"] < 4 * typical
+    kf = kfold(law, frame, k=4, seed=0)
+    assert kf["k"] == 4 and kf["n"] == len(frame)
+    assert 0.3 * typical < kf["mae"] <= kf["rmse"] < 3 * typical
+    # a law fitted to the wrong N (final instead of N-bar) predicts held-out runs worse
+    wrong = kfold(ChinchillaLaw(n_refine=16), frame, k=4, seed=0)
+    assert wrong["mae"] > kf["mae"]
+
+
+def test_scale_groups_fallbacks():
+    frame = runs_table("chinchilla", CHIN_TRUE, seed=0)
+    law = ChinchillaLaw()
+    name, keys, order = scale_groups(frame, law, "scale")
+    assert name == "scale" and order[-1] == "s4"
+    name, keys, order = scale_groups(frame.drop(columns=["scale"]), law, "scale")
+    assert name == "n_prunable" and order[-1] == frame["n_prunable"].max()
+    name, keys, order = scale_groups(frame.drop(columns=["scale", "n_prunable"]), law, "scale")
+    assert name == "n_final" and order[-1] == frame["n_final"].max()
+
+
+def test_leave_one_scale_out_skips_with_one_scale():
+    frame = runs_table("chinchilla", CHIN_TRUE, seed=0, n_prunable=(1e7,))
+    out = leave_one_scale_out(ChinchillaLaw(n_refine=4), frame)
+    assert "skipped" in out
+
+
+@pytest.mark.parametrize("k", [1, 0])
+def test_kfold_bad_k(k):
+    from sparsescale.io import InputError
+
+    with pytest.raises(InputError):
+        kfold(ChinchillaLaw(), runs_table("chinchilla", seed=0), k=k)

@@ -1,0 +1,166 @@
+"""The notebook templates execute on the fixture aggregate, and the runner is all or nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import notebook_fixtures as nf
+
+EXPECTED_FIGURES = {
+    "schedules": ["density_vs_compute", "density_vs_steps", "mean_density"],
+    "training_curves": ["val_loss_vs_tokens_stdlib", "val_loss_vs_compute_stdlib", "val_loss_vs_tokens_synthetic",
+                        "val_loss_vs_compute_synthetic"],
+    "when_to_prune": ["heatmap_stdlib_tpp20", "gap_25_75"],
+    "average_params_law": ["predicted_vs_observed", "residuals", "loss_vs_nbar", "heldout_error"],
+    "sparsity_law": ["predicted_vs_observed", "loss_vs_sparsity", "optimal_sparsity_contours",
+                     "optimal_sparsity_vs_data", "nm_vs_unstructured"],
+    "against_papers": ["claims_overview"],
+}
+# table -> (required columns, expected row count or None)
+EXPECTED_TABLES = {
+    "schedules": {"planned_vs_achieved": (["schedule", "planned_sparsity", "achieved_mean", "mean_density"], 20)},
+    "training_curves": {"final_loss": (["corpus", "scale", "budget", "family", "loss", "delta_vs_dense"], None)},
+    "when_to_prune": {"ranking": (["scale", "target_sparsity", "rank", "start", "duration", "loss", "gap_to_best"], 32),
+                      "claim_25_75": (["scale", "target_sparsity", "best_schedule", "gap", "rank", "margin_abs",
+                                       "within_margin"], 4)},
+    "average_params_law": {"heldout_errors": (["law", "loso_mae", "loso_rmse", "kfold_mae", "mae_on_shared_runs"], 3),
+                           "coefficients": (["law", "parameter", "value", "ci_low", "ci_high"], 20)},
+    "sparsity_law": {"coefficients": (["parameter", "value", "ci_low", "ci_high", "paper B T5/C4"], 7),
+                     "optimal_sparsity_trend": (["n_nonzero", "compute", "s_opt"], None),
+                     "nm_vs_unstructured": (["scale", "nm_loss", "unstructured_loss", "nm_minus_unstructured"], 2)},
+    "against_papers": {"verdicts": (["claim", "our result", "papers' result", "margin", "verdict"], 4),
+                       "scale": (["study", "models / data"], 3),
+                       "coefficients_vs_published": (["parameter", "ours", "published"], 12)},
+}
+
+
+@pytest.fixture(scope="module")
+def executed():
+    return nf.executed_notebooks()
+
+
+@pytest.mark.parametrize("name", nf.NOTEBOOKS)
+def test_notebook_outputs(executed, name):
+    out = executed["out"][name]
+    assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+    captions = {f["name"]: f["caption"] for f in json.loads((out / "figures.json").read_text())}
+    for fig in EXPECTED_FIGURES[name]:
+        assert captions.get(fig), f"{name}: figure {fig} missing from figures.json"
+        _assert_real_png(out / "figures" / f"{fig}.png")
+        assert (out / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
+    for table, (columns, rows) in EXPECTED_TABLES[name].items():
+        frame = pd.read_csv(out / "tables" / f"{table}.csv")
+        assert set(columns) <= set(frame.columns), f"{name}/{table}: columns {list(frame.columns)}"
+        if rows is not None:
+            assert len(frame) == rows, f"{name}/{table}: {len(frame)} rows"
+        assert (out / "tables" / f"{table}.md").read_text().startswith("| ")
+        assert r"\begin{tabular}" in (out / "tables" / f"{table}.tex").read_text()
+
+
+def _assert_real_png(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) > 200, f"{path}: {img.size}"
+        pixels = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    colours = np.unique(pixels[:: max(1, len(pixels) // 50000)], axis=0)
+    assert len(colours) > 20, f"{path}: blank or near-blank ({len(colours)} colours)"
+
+
+def test_verdicts_on_fixture(executed):
+    verdicts = pd.read_csv(executed["out"]["against_papers"] / "tables" / "verdicts.csv")
+    assert list(verdicts["verdict"]) == ["reproduced"] * 4
+    summary = (executed["out"]["against_papers"] / "tables" / "SUMMARY.md").read_text()
+    assert summary.count("**reproduced**") == 4
+
+
+def test_parameters_cell_honoured(executed):
+    """Same template, a different runs table: the 25%->75% verdict is recomputed and flips."""
+    base = pd.read_csv(executed["out"]["against_papers"] / "tables" / "verdicts.csv")
+    variant = pd.read_csv(executed["out"]["against_papers_variant"] / "tables" / "verdicts.csv")
+    assert base.loc[0, "verdict"] == "reproduced"
+    assert variant.loc[0, "verdict"] == "not reproduced"
+    assert variant.loc[0, "headline number"] > 0.2
+    assert list(base.loc[1:, "verdict"]) == list(variant.loc[1:, "verdict"])
+    executed_nb = json.loads((executed["out"]["against_papers_variant"] / "against_papers.ipynb").read_text())
+    injected = [c for c in executed_nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and executed["variant_params"]["runs_csv"] in "".join(injected[0]["source"])
+
+
+def test_missing_inputs_give_notes_not_broken_figures(executed):
+    out = executed["out"]
+    index = out["sparsity_law_bare"] / "figures.json"
+    names = [f["name"] for f in json.loads(index.read_text())] if index.exists() else []
+    assert names == ["nm_vs_unstructured"]  # the n:m runs are still there; no law figure without a fit
+    html = (out["sparsity_law_bare"] / "sparsity_law.html").read_text()
+    assert "No `sparsity` fit was given" in html or "No <code>sparsity</code> fit was given" in html
+    assert not list((out["sparsity_law_bare"] / "figures").glob("optimal_sparsity*.png"))
+    verdicts = pd.read_csv(out["against_papers_bare"] / "tables" / "verdicts.csv")
+    assert verdicts.loc[0, "verdict"] == "reproduced"  # from runs only
+    assert list(verdicts.loc[1:, "verdict"]) == ["inconclusive at this scale"] * 3
+    _assert_real_png(out["against_papers_bare"] / "figures" / "claims_overview.png")
+    assert not list((out["training_curves_bare"] / "figures").glob("*.png"))
+    assert "No validation losses" in (out["training_curves_bare"] / "training_curves.html").read_text()
+
+
+def _notebook_cli(argv):
+    from sparsescale import report
+
+    parser = argparse.ArgumentParser()
+    report.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_failing_cell_leaves_nothing_and_reports_traceback(tmp_path, capsys):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    params = new_code_cell("runs_csv = ''\nfigures_dir = 'figures'\ntables_dir = 'tables'")
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell("x = 1"),
+                             new_code_cell("def inner():\n    raise ValueError('boom-marker-42')\ninner()")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    template = tmp_path / "broken.ipynb"
+    nbformat.write(nb, template)
+    results = tmp_path / "results"
+    rc = _notebook_cli(["notebook", "--template", str(template), "--out-dir", str(results / "broken"),
+                        "-p", "runs_csv", "x.csv"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "boom-marker-42" in err and "ValueError" in err and "inner()" in err
+    assert "\x1b[" not in err
+    assert not (results / "broken").exists()
+    assert list(results.iterdir()) == []
+
+
+def test_parse_parameters_yaml():
+    from sparsescale.notebook import parse_parameters
+
+    got = parse_parameters([["fits", "{sparsity: results/fits/s.json}"], ["prune_margin", "0.01"],
+                            ["runs_csv", "results/aggregate/runs.csv"], ["config_path", ""], ["flag", "yes"]])
+    assert got == {"fits": {"sparsity": "results/fits/s.json"}, "prune_margin": 0.01,
+                   "runs_csv": "results/aggregate/runs.csv", "config_path": "", "flag": True}
+
+
+def test_templates_are_papermill_ready():
+    for name in nf.NOTEBOOKS:
+        nb = json.loads((nf.REPO / "notebooks" / f"{name}.ipynb").read_text())
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+        assert nb["metadata"]["language_info"]["name"] == "python"
+        tagged = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        assert len(tagged) == 1
+        src = "".join(tagged[0]["source"])
+        for key in ("runs_csv", "steps_parquet", "fits", "data_manifests", "config_path", "figures_dir", "tables_dir"):
+            assert f"{key} =" in src, f"{name}: parameter {key} missing"
+        assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{name}: stored outputs"

@@ -1,0 +1,79 @@
+"""The HTML report embeds every figure of every executed notebook, with captions and provenance."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+
+import pytest
+
+import notebook_fixtures as nf
+from sparsescale.io import InputError
+from sparsescale.report import add_commands, build_html, write_report
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    executed = nf.executed_notebooks()
+    dirs = [executed["out"][name] for name in nf.NOTEBOOKS]
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    write_report(dirs, executed["params"]["config_path"], out)
+    return executed, dirs, out
+
+
+def test_report_embeds_every_figure(report):
+    executed, dirs, out = report
+    text = out.read_text(encoding="utf-8")
+    n = 0
+    for folder in dirs:
+        for fig in json.loads((folder / "figures.json").read_text()):
+            data = base64.b64encode((folder / "figures" / fig["png"]).read_bytes()).decode("ascii")
+            assert f"data:image/png;base64,{data}" in text, f"{folder.name}/{fig['png']} not embedded"
+            assert fig["caption"].split(";")[0].replace("'", "&#x27;") in text.replace("&amp;", "&")
+            n += 1
+    assert n >= 19
+    assert text.count("<figure") == n
+    srcs = re.findall(r"""src=['"]([^'"]{0,30})""", text)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs), "external image reference"
+    assert text.count("rule <code>notebook</code>") >= n
+    assert "notebooks/when_to_prune.ipynb" in text
+
+
+def test_report_has_tables_summary_and_config(report):
+    executed, dirs, out = report
+    text = out.read_text(encoding="utf-8")
+    assert "Table: verdicts" in text and "Table: ranking" in text and "Table: heldout_errors" in text
+    assert "<section class='summary'>" in text and "<strong>reproduced</strong>" in text
+    assert "fixture study config" in text  # the config file's text
+    assert oct(os.stat(out).st_mode & 0o044) != "0o0", "report not readable by others"
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+def test_report_cli_and_bad_input(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "--notebooks", str(tmp_path / "nope"), "--out", str(tmp_path / "r.html")])
+    with pytest.raises(InputError, match="not a folder"):
+        args.func(args)
+    assert not (tmp_path / "r.html").exists()
+    assert "notebook" in parser._subparsers._group_actions[0].choices  # both subcommands registered
+
+
+def test_report_on_an_empty_notebook_folder(tmp_path):
+    folder = tmp_path / "custom"
+    (folder / "figures").mkdir(parents=True)
+    (folder / "custom.ipynb").write_text("{}")
+    html = build_html([folder], None)
+    assert "produced no figure or table" in html and "No configuration file given" in html
+
+
+def test_report_config_json_and_summary(report, tmp_path):
+    executed, dirs, _ = report
+    out, summary = tmp_path / "r.html", tmp_path / "SUMMARY.md"
+    write_report(dirs, None, out, config_json='{"scales": {"s1": {"d_model": 48}}, "seed_marker": 7}', summary_out=summary)
+    assert "seed_marker: 7" in out.read_text()
+    assert summary.read_text() == (executed["out"]["against_papers"] / "tables" / "SUMMARY.md").read_text()

@@ -1,0 +1,45 @@
+"""The tiny study through a real one-node SLURM cluster gives the same runs as a local run.
+
+tests/slurm/cluster.sh installs Debian's slurm-wlm and munge and starts the daemons; this
+needs root and apt (CI has both). Elsewhere the test is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from workflow_utils import copy_workflow, snakemake
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(repo_root):
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("a local SLURM cluster needs root and apt-get (see tests/slurm/cluster.sh)")
+    script = repo_root / "tests" / "slurm" / "cluster.sh"
+    subprocess.run(["bash", str(script), "start"], check=True, timeout=600)
+    yield
+    subprocess.run(["bash", str(script), "stop"], check=False, timeout=60)
+
+
+def test_tiny_study_through_slurm_matches_local_run(slurm_cluster, tiny_study, repo_root, tmp_path):
+    workspace = copy_workflow(repo_root, tmp_path)
+    target = "results/aggregate/runs.csv"
+    result = snakemake(
+        workspace, "--profile", "profiles/slurm", "--configfile", "config/tiny.yaml", target
+    )
+    output = result.stdout + result.stderr
+    assert "slurm" in output.lower()
+    on_slurm = pd.read_csv(workspace / target).set_index("run_id")
+    local = pd.read_csv(tiny_study / target).set_index("run_id")
+    assert sorted(on_slurm.index) == sorted(local.index)
+    # same seeds, same data, one thread each: training is bit-for-bit deterministic on CPU
+    pd.testing.assert_series_equal(
+        on_slurm["final_val_loss"].sort_index(), local["final_val_loss"].sort_index()
+    )
+    assert (on_slurm["device"] == "cpu").all()

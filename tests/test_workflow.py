@@ -1,0 +1,133 @@
+"""The Snakemake workflow: lint, config errors, dry-run job lists, and the tiny profile end to end.
+
+Each test works in a copy of the workflow under a temporary folder, so it never touches the
+checkout's own results/.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from workflow_utils import copy_workflow, dry_run_jobs, edit_yaml, snakemake
+
+@pytest.fixture()
+def workspace(tmp_path, repo_root):
+    return copy_workflow(repo_root, tmp_path)
+
+
+def test_lint_is_clean(repo_root):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=repo_root, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean(repo_root):
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    result = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=repo_root, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda c: c.update(learning_rate=0.1), "learning_rate"),
+        (lambda c: c["training"].update(batch_size="sixteen"), "batch_size"),
+        (lambda c: c["schedules"]["global"].update(final_sparsity=[-0.5, 0.8]), "final_sparsity"),
+    ],
+    ids=["unknown-key", "wrong-type", "negative-sparsity"],
+)
+def test_bad_config_fails_before_any_job(workspace, change, expected):
+    edit_yaml(workspace / "config" / "config.yaml", change)
+    result = snakemake(workspace, "-n", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert expected in output
+    assert "Job stats" not in output
+
+
+def test_paper_profile_lists_every_job_quickly(workspace):
+    started = time.perf_counter()
+    # the SLURM executor is not needed to list jobs; the profile's config is what matters
+    jobs = dry_run_jobs(workspace, "--configfile", "config/paper.yaml")
+    elapsed = time.perf_counter() - started
+    # 3 scales x 2 budgets x (dense + 40 when-to-prune + 3 uniform + 2 n:m + 2 dense-start)
+    assert jobs["train"] == 3 * 2 * (1 + 40 + 3 + 2 + 2)
+    assert jobs["fit_laws"] == 4 and jobs["report"] == 1
+    assert elapsed < 10, f"paper dry run took {elapsed:.1f} s"
+
+
+def test_default_study_dry_run(workspace):
+    jobs = dry_run_jobs(workspace)
+    assert jobs["train"] >= 3 * 2 * 2  # >= 3 scales x 2 budgets x dense + sparse
+    assert {"corpus", "tokenizer", "shards", "aggregate", "fit_laws", "notebook", "report"} <= set(jobs)
+
+
+@pytest.mark.e2e
+class TestTinyProfileEndToEnd:
+    """Runs the tiny profile once, then checks outputs, idempotence and targeted reruns."""
+
+    @pytest.fixture()
+    def done(self, tiny_study):
+        return tiny_study
+
+    def test_outputs(self, done):
+        results = done / "results"
+        assert (results / "report.html").stat().st_size > 10_000
+        assert list(results.glob("notebooks/*/figures/*.png"))
+        assert list(results.glob("notebooks/*/tables/*.csv"))
+        fit = json.loads((results / "fits" / "average-params.json").read_text())
+        assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta"}
+        manifest = json.loads((results / "MANIFEST.json").read_text())
+        rules = {entry["rule"] for entry in manifest["files"]}
+        assert {"corpus", "tokenizer", "shards", "train", "aggregate", "fit_laws", "notebook", "report"} <= rules
+        assert all(not entry["path"].startswith("/") for entry in manifest["files"])
+
+    def test_second_run_has_nothing_to_do_and_dry_run_is_fast(self, done):
+        started = time.perf_counter()
+        jobs = dry_run_jobs(done, "--profile", "profiles/tiny")
+        elapsed = time.perf_counter() - started
+        assert jobs == collections.Counter()
+        assert elapsed < 5, f"dry run took {elapsed:.1f} s"
+
+    def test_fit_change_reruns_only_fits_notebooks_report(self, done, tmp_path):
+        changed = copy_workflow_with_results(done, tmp_path)
+        edit_yaml(changed / "config" / "tiny.yaml", lambda c: c["fits"][0].update(bootstrap=11))
+        jobs = dry_run_jobs(changed, "--profile", "profiles/tiny")
+        assert jobs["fit_laws"] == 1
+        assert set(jobs) <= {"fit_laws", "notebook", "report", "manifest", "all"}
+
+    def test_schedule_change_reruns_only_its_runs(self, done, tmp_path):
+        changed = copy_workflow_with_results(done, tmp_path)
+        edit_yaml(changed / "config" / "tiny.yaml", lambda c: c["schedules"]["uniform-tiny"].update(every=3))
+        jobs = dry_run_jobs(changed, "--profile", "profiles/tiny")
+        # 2 sparsities x 2 scales x 2 budgets of that family retrain; nothing upstream does
+        assert jobs["train"] == 8
+        assert not {"corpus", "tokenizer", "shards"} & set(jobs)
+
+    def test_tokenizer_change_reruns_everything_downstream(self, done, tmp_path):
+        changed = copy_workflow_with_results(done, tmp_path)
+        edit_yaml(
+            changed / "config" / "tiny.yaml",
+            lambda c: c["corpora"]["stdlib"]["tokenizer"].update(vocab_size=384),
+        )
+        jobs = dry_run_jobs(changed, "--profile", "profiles/tiny")
+        assert "corpus" not in jobs
+        assert jobs["tokenizer"] == 1 and jobs["shards"] == 1
+        total_runs = len(list((done / "results" / "runs").glob("*/*/*/*/seed*")))
+        assert jobs["train"] == total_runs
+
+
+def copy_workflow_with_results(done: Path, dest: Path) -> Path:
+    """A copy of a finished workspace (results and Snakemake's records), to edit freely."""
+    shutil.copytree(done, dest / "ws", symlinks=True)
+    return dest / "ws"

@@ -1,0 +1,16 @@
+rule aggregate:
+    input:
+        metrics=run_files("metrics.json"),
+        steps=run_files("steps.parquet"),
+    output:
+        runs_csv="results/aggregate/runs.csv",
+        runs="results/aggregate/runs.parquet",
+        steps="results/aggregate/steps.parquet",
+    log:
+        "results/logs/aggregate.log",
+    conda:
+        "../../envs/fit.yaml"
+    params:
+        out_dir=lambda wildcards, output: Path(output.runs).parent,
+    shell:
+        f"{SPARSESCALE} aggregate --metrics {{input.metrics}} --out-dir {{params.out_dir}} > {{log}} 2>&1"

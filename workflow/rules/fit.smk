@@ -1,0 +1,17 @@
+rule fit_laws:
+    input:
+        runs=rules.aggregate.output.runs_csv,
+    output:
+        "results/fits/{fit}.json",
+    log:
+        "results/logs/fit/{fit}.log",
+    conda:
+        "../../envs/fit.yaml"
+    threads: resource("fit", "threads", 1)
+    resources:
+        mem_mb=resource("fit", "mem_mb", 2000),
+        runtime=resource("fit", "runtime", 30),
+    params:
+        options=fit_options,
+    shell:
+        f"{SPARSESCALE} fit {{params.options}} --data {{input.runs}} --out {{output}} > {{log}} 2>&1"
