@@ -24,17 +24,11 @@ machine. ``--quick`` finishes in under a minute on 2 cores.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# running a file from benchmarks/ puts benchmarks/ first on sys.path, where a sibling
-# benchmark module (tokenize.py) would shadow the standard library's module of that name
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
 import argparse
 import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -110,3 +110,13 @@ def test_shipped_configs_are_valid(name, repo_root):
     # every fit names runs that exist in the grid by method
     methods = {s["method"] for s in study.schedules(config).values()}
     assert "dense" in methods and len(methods) >= 2
+
+
+def test_an_experiment_can_pick_single_schedules_of_a_family():
+    config = copy.deepcopy(MINIMAL)
+    config["experiments"][0]["schedules"] = ["dense", "geo-s50-25to75", "geo-s80-0to100"]
+    runs = study.runs(study.resolve(config))
+    assert [run.schedule for run in runs] == ["dense", "geo-s50-25to75", "geo-s80-0to100"]
+    config["experiments"][0]["schedules"] = ["geo-s50-25to80"]
+    with pytest.raises(InputError, match="geo-s50-25to80"):
+        study.resolve(config)

@@ -88,12 +88,17 @@ def check(config: dict) -> None:
         where = f"experiments[{i}] ({exp['name']})"
         if exp["corpus"] not in config["corpora"]:
             raise InputError(f"{where}: corpus '{exp['corpus']}' is not defined under 'corpora'")
-        for key, section in (("scales", "models"), ("budgets", "budgets"), ("schedules", "schedules")):
+        for key, section in (("scales", "models"), ("budgets", "budgets")):
             for name in exp[key]:
                 if name not in config[section]:
                     raise InputError(f"{where}: {key} entry '{name}' is not defined under '{section}'")
-    for name, family in config["schedules"].items():
-        schedule_variants(name, family)  # raises on inconsistent fields
+    all_schedules = schedules(config)  # raises on inconsistent schedule fields
+    for name in (n for exp in config["experiments"] for n in exp["schedules"]):
+        if name not in config["schedules"] and name not in all_schedules:
+            raise InputError(
+                f"experiments: schedules entry '{name}' is neither a family under 'schedules' "
+                f"nor one of its schedule ids ({', '.join(sorted(all_schedules)[:6])}, ...)"
+            )
     names = [fit["name"] for fit in config["fits"]]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
@@ -175,7 +180,10 @@ def runs(config: dict) -> list[Run]:
     all_schedules = schedules(config)
     found: set[Run] = set()
     for exp in config["experiments"]:
-        schedule_ids = [s for s, v in all_schedules.items() if v["family"] in exp["schedules"]]
+        # an entry names a whole family, or one schedule id of a family
+        schedule_ids = [
+            s for s, v in all_schedules.items() if v["family"] in exp["schedules"] or s in exp["schedules"]
+        ]
         for scale, budget, schedule, seed in itertools.product(
             exp["scales"], exp["budgets"], schedule_ids, exp["seeds"]
         ):

@@ -2,15 +2,24 @@
 # A one-node SLURM cluster on localhost for tests/test_slurm.py: `cluster.sh start|stop`.
 # Needs root and Debian's apt (installs slurm-wlm and munge if missing). Accounting is off,
 # so the executor plugin must query job status with squeue (see profiles/slurm).
+# `stop` removes /etc/slurm/slurm.conf again: with a config but no controller, every SLURM
+# client (and so every Snakemake start, whose SLURM plugin runs `scontrol` on import) would
+# hang for 10 s.
 set -euo pipefail
 action=${1:?usage: cluster.sh start|stop}
 state=${SLURM_TEST_STATE:-/tmp/sparsescale-slurm}
 node=$(hostname -s)
 
+conf=/etc/slurm/slurm.conf
+marker="# written by sparsescale tests/slurm/cluster.sh"
+
 stop() {
   for daemon in slurmd slurmctld munged; do
     pkill -x "$daemon" 2>/dev/null || true
   done
+  if [[ -f $conf ]] && head -1 "$conf" | grep -qF "$marker"; then
+    rm -f "$conf"
+  fi
 }
 
 if [[ $action == stop ]]; then
@@ -26,6 +35,10 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 stop
+if [[ -f $conf ]] && ! head -1 "$conf" | grep -qF "$marker"; then
+  echo "$conf exists and is not ours; refusing to overwrite it" >&2
+  exit 1
+fi
 mkdir -p "$state"/{spool/slurmd,spool/slurmctld,log} /etc/slurm /etc/munge /run/munge /var/log/munge /var/lib/munge
 chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
 if [[ ! -s /etc/munge/munge.key ]]; then
@@ -36,7 +49,8 @@ fi
 runuser -u munge -- munged --force
 
 memory_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 3 / 4 ))
-cat > /etc/slurm/slurm.conf <<CONF
+cat > "$conf" <<CONF
+$marker
 ClusterName=sparsescale-test
 SlurmctldHost=$node
 SlurmUser=root
