@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from workflow_utils import copy_workflow, dry_run_jobs, edit_yaml, snakemake
 
@@ -117,6 +118,36 @@ class TestTinyProfileEndToEnd:
         assert jobs["tokenizer"] == 1 and jobs["shards"] == 1
         stdlib_runs = len(list((done / "results" / "runs" / "stdlib").glob("*/*/*/seed*")))
         assert jobs["train"] == stdlib_runs  # every run on that corpus, none on the synthetic one
+
+
+    def test_verdicts_are_computed_from_the_aggregated_runs(self, done, tmp_path):
+        """Make every 25%-75% run far worse in the runs table: the paper A verdict flips."""
+        results = done / "results"
+        verdict_table = "tables/verdicts.csv"
+        before = pd.read_csv(results / "notebooks" / "against_papers" / verdict_table)
+        runs = pd.read_csv(results / "aggregate" / "runs.csv")
+        runs.loc[runs["schedule"].str.endswith("-25to75"), "final_val_loss"] += 1.0
+        runs.to_csv(tmp_path / "runs.csv", index=False)
+        roles = {"dense-only": "dense_only", "average-params": "average_params", "final-params": "final_params"}
+        roles |= {"sparsity": "sparsity", "synthetic": "synthetic"}
+        fits = {role: str(results / "fits" / f"{name}.json") for name, role in roles.items()}
+        manifests = {c: str(p) for c in ("stdlib", "synthetic") for p in [results / "data" / c / "tokens" / "manifest.json"]}
+        out = tmp_path / "against_papers"
+        subprocess.run(
+            [sys.executable, "-m", "sparsescale", "notebook", "--template", str(done / "notebooks" / "against_papers.ipynb"),
+             "--out-dir", str(out), "--no-html",
+             "-p", "runs_csv", str(tmp_path / "runs.csv"),
+             "-p", "steps_parquet", str(results / "aggregate" / "steps.parquet"),
+             "-p", "fits", json.dumps(fits), "-p", "data_manifests", json.dumps(manifests)],
+            check=True, capture_output=True, cwd=done,
+        )
+        after = pd.read_csv(out / verdict_table)
+        claim = before["claim"].str.contains("25% to 75%")
+        assert after.loc[claim, "verdict"].item() == "not reproduced"
+        assert before.loc[claim, "verdict"].item() != "not reproduced"
+        # the claims that do not read the 25%-75% runs keep their verdicts
+        synthetic = before["claim"].str.contains("entropy")
+        assert after.loc[synthetic, "verdict"].item() == before.loc[synthetic, "verdict"].item()
 
 
 def copy_workflow_with_results(done: Path, dest: Path) -> Path:

@@ -36,6 +36,7 @@ import torch
 
 from sparsescale.io import InputError, atomic_path, get_logger, write_json, write_parquet
 from sparsescale.model import ModelConfig, Transformer, param_counts
+from sparsescale.provenance import git_state
 from sparsescale.pruning import (
     BASES,
     EMBEDDING_SPARSITY,
@@ -340,15 +341,6 @@ def _versions() -> dict:
     return out
 
 
-def _git_state() -> dict:
-    try:
-        from sparsescale.provenance import git_state
-
-        return git_state(Path(__file__).resolve().parent)
-    except Exception:  # provenance is best effort
-        return {"commit": None, "dirty": None}
-
-
 class _Dist:
     """torchrun / DDP context: rank-sharded batches, rank 0 writes; a no-op without WORLD_SIZE>1."""
 
@@ -610,7 +602,7 @@ def run_training(
             "device": _device_name(device), "sparsity_per_layer": pruner.sparsity_per_layer(),
             "schedule_events": schedule.to_dict(), "spec": spec, "versions": _versions(),
             "provenance": {
-                "host": socket.gethostname(), "git": _git_state(), "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                "host": socket.gethostname(), "git": git_state(Path(__file__).resolve().parent), "threads": torch.get_num_threads() if device.type == "cpu" else None,
                 "world_size": dist.world, "resumed_from_step": resumed_from, "init_from": None if init_from is None else str(init_from),
                 "data_dir": str(data_dir), "data_sha256": shards.manifest.get("sha256"), "argv": sys.argv,
                 "compile": tr["compile"], "dtype": "bfloat16-autocast" if device.type == "cuda" else "float32",
