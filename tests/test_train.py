@@ -297,3 +297,18 @@ def test_cli_bad_spec_exits_2(shards, tmp_path):
     path.write_text(json.dumps(make_spec("dense", tokens=2_560)))
     assert main(["--spec", str(path), "--data", str(shards), "--out-dir", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_ddp_under_torchrun_on_cpu_matches_one_process(shards, tmp_path):
+    """Two gloo ranks split each batch; the averaged gradients give the one-process run."""
+    spec = make_spec("global", tokens=40 * 256, every=5, eval_every=100)
+    ref = run_training(copy.deepcopy(spec), shards, tmp_path / "ref")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sparsescale.train_cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd + _cli(spec, shards, tmp_path / "ddp")[3:], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    got = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert got["provenance"]["world_size"] == 2
+    assert got["sparsity"] == ref["sparsity"]
+    assert got["final_val_loss"] == pytest.approx(ref["final_val_loss"], rel=1e-4)

@@ -150,6 +150,22 @@ class TestTinyProfileEndToEnd:
         assert after.loc[synthetic, "verdict"].item() == before.loc[synthetic, "verdict"].item()
 
 
+    def test_results_move_to_another_place_without_retraining(self, done, tmp_path):
+        """Repo + results copied elsewhere (mtimes kept, no .snakemake): only the report is redone."""
+        moved = tmp_path / "elsewhere"
+        shutil.copytree(done, moved, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+        text_outputs = [
+            path
+            for path in (moved / "results").rglob("*")
+            if path.suffix in {".json", ".csv", ".md", ".html", ".ipynb", ".tex"} and "logs" not in path.parts
+        ]
+        assert text_outputs
+        assert [p for p in text_outputs if str(done) in p.read_text(errors="replace")] == []
+        (moved / "results" / "report.html").unlink()
+        jobs = dry_run_jobs(moved, "--profile", "profiles/tiny")
+        assert set(jobs) == {"report", "manifest", "all"}
+
+
 def copy_workflow_with_results(done: Path, dest: Path) -> Path:
     """A copy of a finished workspace (results and Snakemake's records), to edit freely."""
     shutil.copytree(done, dest / "ws", symlinks=True)

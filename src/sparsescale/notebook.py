@@ -92,7 +92,8 @@ def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parame
         figures_dir.mkdir()
         tables_dir.mkdir()
         params = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in (parameters or {}).items()}
-        params.update({"figures_dir": str(figures_dir.resolve()), "tables_dir": str(tables_dir.resolve())})
+        # relative to the kernel's working directory (ours), so no absolute path lands in outputs
+        params.update({"figures_dir": os.path.relpath(figures_dir), "tables_dir": os.path.relpath(tables_dir)})
         executed = tmp / f"{name}.ipynb"
         log.info("executing %s -> %s", template, out_dir)
         try:

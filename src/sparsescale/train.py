@@ -604,7 +604,7 @@ def run_training(
             "provenance": {
                 "host": socket.gethostname(), "git": git_state(Path(__file__).resolve().parent), "threads": torch.get_num_threads() if device.type == "cpu" else None,
                 "world_size": dist.world, "resumed_from_step": resumed_from, "init_from": None if init_from is None else str(init_from),
-                "data_dir": str(data_dir), "data_sha256": shards.manifest.get("sha256"), "argv": sys.argv,
+                "data_dir": str(data_dir), "data_sha256": shards.manifest.get("sha256"), "argv": ["sparsescale", *sys.argv[1:]],
                 "compile": tr["compile"], "dtype": "bfloat16-autocast" if device.type == "cuda" else "float32",
             },
         }
