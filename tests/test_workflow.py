@@ -120,34 +120,52 @@ class TestTinyProfileEndToEnd:
         assert jobs["train"] == stdlib_runs  # every run on that corpus, none on the synthetic one
 
 
-    def test_verdicts_are_computed_from_the_aggregated_runs(self, done, tmp_path):
-        """Make every 25%-75% run far worse in the runs table: the paper A verdict flips."""
+    def test_verdicts_are_computed_from_the_aggregated_results(self, done, tmp_path):
+        """Change the runs table, the fits and the data manifest: three verdicts flip."""
         results = done / "results"
         verdict_table = "tables/verdicts.csv"
-        before = pd.read_csv(results / "notebooks" / "against_papers" / verdict_table)
+        before = pd.read_csv(results / "notebooks" / "against_papers" / verdict_table).set_index("claim")
+        claim_of = {key: next(c for c in before.index if word in c) for key, word in
+                    (("prune", "25% to 75%"), ("unify", "final-N law"), ("entropy", "entropy"))}
+
+        # paper A, when to prune: every 25%-75% run one nat worse
         runs = pd.read_csv(results / "aggregate" / "runs.csv")
         runs.loc[runs["schedule"].str.endswith("-25to75"), "final_val_loss"] += 1.0
         runs.to_csv(tmp_path / "runs.csv", index=False)
+
+        # paper A, unification: held-out errors that decide the other way than before
+        nbar_wins = before.loc[claim_of["unify"], "verdict"] != "reproduced"
         roles = {"dense-only": "dense_only", "average-params": "average_params", "final-params": "final_params"}
         roles |= {"sparsity": "sparsity", "synthetic": "synthetic"}
         fits = {role: str(results / "fits" / f"{name}.json") for name, role in roles.items()}
-        manifests = {c: str(p) for c in ("stdlib", "synthetic") for p in [results / "data" / c / "tokens" / "manifest.json"]}
+        for role, mae in (("average_params", 0.001 if nbar_wins else 1.0), ("final_params", 1.0 if nbar_wins else 0.001)):
+            fit = json.loads(Path(fits[role]).read_text())
+            fit["heldout"]["leave_one_scale_out"].update(mae=mae, mae_ci=[mae, mae])
+            fits[role] = str(tmp_path / f"{role}.json")
+            Path(fits[role]).write_text(json.dumps(fit))
+
+        # the synthetic corpus: an entropy rate equal to the fitted E, or far from it
+        fitted_e = json.loads((results / "fits" / "synthetic.json").read_text())["params"]["E"]
+        entropy_matches = before.loc[claim_of["entropy"], "verdict"] != "reproduced"
+        manifests = {c: results / "data" / c / "tokens" / "manifest.json" for c in ("stdlib", "synthetic")}
+        synthetic = json.loads(manifests["synthetic"].read_text())
+        synthetic["entropy_rate_nats"] = fitted_e if entropy_matches else 10 * fitted_e
+        manifests["synthetic"] = tmp_path / "manifest.json"
+        manifests["synthetic"].write_text(json.dumps(synthetic))
+
         out = tmp_path / "against_papers"
         subprocess.run(
             [sys.executable, "-m", "sparsescale", "notebook", "--template", str(done / "notebooks" / "against_papers.ipynb"),
              "--out-dir", str(out), "--no-html",
              "-p", "runs_csv", str(tmp_path / "runs.csv"),
              "-p", "steps_parquet", str(results / "aggregate" / "steps.parquet"),
-             "-p", "fits", json.dumps(fits), "-p", "data_manifests", json.dumps(manifests)],
+             "-p", "fits", json.dumps(fits), "-p", "data_manifests", json.dumps({c: str(p) for c, p in manifests.items()})],
             check=True, capture_output=True, cwd=done,
         )
-        after = pd.read_csv(out / verdict_table)
-        claim = before["claim"].str.contains("25% to 75%")
-        assert after.loc[claim, "verdict"].item() == "not reproduced"
-        assert before.loc[claim, "verdict"].item() != "not reproduced"
-        # the claims that do not read the 25%-75% runs keep their verdicts
-        synthetic = before["claim"].str.contains("entropy")
-        assert after.loc[synthetic, "verdict"].item() == before.loc[synthetic, "verdict"].item()
+        after = pd.read_csv(out / verdict_table).set_index("claim")["verdict"]
+        assert after[claim_of["prune"]] == "not reproduced" != before.loc[claim_of["prune"], "verdict"]
+        assert after[claim_of["unify"]] == ("reproduced" if nbar_wins else "not reproduced")
+        assert after[claim_of["entropy"]] == ("reproduced" if entropy_matches else "not reproduced")
 
 
     def test_results_move_to_another_place_without_retraining(self, done, tmp_path):
