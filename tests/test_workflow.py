@@ -121,12 +121,13 @@ class TestTinyProfileEndToEnd:
 
 
     def test_verdicts_are_computed_from_the_aggregated_results(self, done, tmp_path):
-        """Change the runs table, the fits and the data manifest: three verdicts flip."""
+        """Change the runs table, the fits and the data manifest: every verdict flips."""
         results = done / "results"
         verdict_table = "tables/verdicts.csv"
         before = pd.read_csv(results / "notebooks" / "against_papers" / verdict_table).set_index("claim")
         claim_of = {key: next(c for c in before.index if word in c) for key, word in
-                    (("prune", "25% to 75%"), ("unify", "final-N law"), ("entropy", "entropy"))}
+                    (("prune", "25% to 75%"), ("unify", "final-N law"), ("sparsity", "Optimal sparsity"),
+                     ("entropy", "entropy"))}
 
         # paper A, when to prune: every 25%-75% run one nat worse
         runs = pd.read_csv(results / "aggregate" / "runs.csv")
@@ -143,6 +144,16 @@ class TestTinyProfileEndToEnd:
             fit["heldout"]["leave_one_scale_out"].update(mae=mae, mae_ci=[mae, mae])
             fits[role] = str(tmp_path / f"{role}.json")
             Path(fits[role]).write_text(json.dumps(fit))
+
+        # paper B: T5-like exponents (sparsity pays more with more data), or no gain from sparsity
+        sparsity_rises = before.loc[claim_of["sparsity"], "verdict"] != "reproduced"
+        fit = json.loads(Path(fits["sparsity"]).read_text())
+        if sparsity_rises:
+            fit["params"] = {"a_S": 10.0, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 5e4, "b_D": 0.203, "c": 0.651}
+        else:
+            fit["params"]["a_S"] = 0.0
+        fits["sparsity"] = str(tmp_path / "sparsity.json")
+        Path(fits["sparsity"]).write_text(json.dumps(fit))
 
         # the synthetic corpus: an entropy rate equal to the fitted E, or far from it
         fitted_e = json.loads((results / "fits" / "synthetic.json").read_text())["params"]["E"]
@@ -165,6 +176,7 @@ class TestTinyProfileEndToEnd:
         after = pd.read_csv(out / verdict_table).set_index("claim")["verdict"]
         assert after[claim_of["prune"]] == "not reproduced" != before.loc[claim_of["prune"], "verdict"]
         assert after[claim_of["unify"]] == ("reproduced" if nbar_wins else "not reproduced")
+        assert (after[claim_of["sparsity"]] == "reproduced") == sparsity_rises
         assert after[claim_of["entropy"]] == ("reproduced" if entropy_matches else "not reproduced")
 
 
