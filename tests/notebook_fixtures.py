@@ -30,7 +30,7 @@ BUDGETS = {"tpp10": 10, "tpp20": 20}
 TRUE = {"stdlib": {"E": 1.5, "A": 150.0, "B": 150.0, "alpha": 0.34, "beta": 0.28},
         "synthetic": {"E": 2.0, "A": 120.0, "B": 130.0, "alpha": 0.32, "beta": 0.30}}
 ENTROPY = 2.0
-SPARSITY_PARAMS = {"a_S": 1.0, "b_S": 0.7, "c_S": 1.2, "b_N": 0.35, "a_D": 5.0, "b_D": 0.5, "c": 1.5}
+SPARSITY_PARAMS = {"a_S": 1.0, "b_S": 0.7, "c_S": 1.2, "b_N": 0.35, "a_D": 5e6, "b_D": 0.5, "c": 1.5}
 STEPS = 40
 EVAL_EVERY = 4
 
@@ -138,7 +138,8 @@ def _chin(p, n, d):
 
 
 def _sparse(p, s, n, d):
-    n, d = n / 1e6, d / 1e6
+    """Paper B's law in the fit JSON's units (sparsescale.laws.SparsityLaw): N in millions, D raw."""
+    n = n / 1e6
     return (p["a_S"] * (1 - s) ** p["b_S"] + p["c_S"]) * (1 / n) ** p["b_N"] + (p["a_D"] / d) ** p["b_D"] + p["c"]
 
 
@@ -163,7 +164,7 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
         "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std)),
         "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense)),
         "sparsity": _fit("sparsity", spa, 0.2, uni_q, {"s": "sparsity", **cols("n_final")}, 0.02, 0.02, len(uni),
-                         units={"N": "millions", "D": 1e6}),
+                         units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"}),
         "synthetic": _fit("chinchilla", syn, 0.03, syn_q, cols("n_avg"), 0.01, 0.01, 6),
     }
 

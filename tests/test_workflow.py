@@ -151,7 +151,7 @@ class TestTinyProfileEndToEnd:
         if sparsity_rises:
             fit["params"] = {"a_S": 10.0, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 5e4, "b_D": 0.203, "c": 0.651}
         else:
-            fit["params"]["a_S"] = 0.0
+            fit["params"]["a_S"] = 1e-9  # no gain from sparsity
         fits["sparsity"] = str(tmp_path / "sparsity.json")
         Path(fits["sparsity"]).write_text(json.dumps(fit))
 

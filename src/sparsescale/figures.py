@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -299,38 +298,14 @@ def get_param(params: dict, name: str) -> float:
     raise InputError(f"fit params: no parameter {name!r} (have {sorted(params)})")
 
 
-_UNIT_WORDS = {"raw": 1.0, "none": 1.0, "ones": 1.0, "thousands": 1e3, "k": 1e3, "millions": 1e6, "m": 1e6,
-               "billions": 1e9, "b": 1e9, "g": 1e9}
-
-
-def _unit_scale(value) -> float:
-    if value is None:
-        return 1.0
-    if isinstance(value, (int, float)):
-        return float(value) or 1.0
-    if isinstance(value, dict):
-        for key in ("scale", "divisor", "per", "value"):
-            if key in value:
-                return _unit_scale(value[key])
-        return 1.0
-    text = str(value).strip().lower()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    m = re.match(r"^(?:1?\s*)?([a-z]+)", text)
-    return _UNIT_WORDS.get(m.group(1), 1.0) if m else 1.0
-
-
 def fit_units(fit: dict) -> tuple[float, float]:
-    """Divisors for N and D from the fit's ``units`` key (raw params and tokens if absent)."""
-    units = fit.get("units") or {}
-    if not isinstance(units, dict):
-        return 1.0, 1.0
-    lowered = {str(k).lower(): v for k, v in units.items()}
-    n = next((lowered[k] for k in ("n", "n_col", "params", "parameters", "n_scale") if k in lowered), None)
-    d = next((lowered[k] for k in ("d", "d_col", "tokens", "data", "d_scale") if k in lowered), None)
-    return _unit_scale(n), _unit_scale(d)
+    """Divisors for N and D in a fit's coefficients, as the laws library defines them:
+    the sparsity law's a_S and c_S are per million parameters; everything else is raw."""
+    if fit.get("law") == "sparsity":
+        from sparsescale.laws.sparsity import N_UNIT
+
+        return N_UNIT, 1.0
+    return 1.0, 1.0
 
 
 def fit_columns(fit: dict, role: str) -> dict[str, str]:
@@ -346,21 +321,19 @@ def fit_columns(fit: dict, role: str) -> dict[str, str]:
 
 
 def chinchilla_predict(params: dict, n, d, fit: dict | None = None):
-    n_div, d_div = fit_units(fit or {})
-    n = np.asarray(n, dtype=float) / n_div
-    d = np.asarray(d, dtype=float) / d_div
-    E, A, B = (get_param(params, k) for k in ("E", "A", "B"))
-    alpha, beta = get_param(params, "alpha"), get_param(params, "beta")
-    return E + A / n**alpha + B / d**beta
+    """L = E + A/N^alpha + B/D^beta from a fit JSON's params (raw N and D), by the laws library."""
+    from sparsescale.laws import ChinchillaLaw
+
+    law = ChinchillaLaw().set_params(**{k: get_param(params, k) for k in CHINCHILLA_KEYS})
+    n, d = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(d, dtype=float))
+    return law.predict(N=n.ravel(), D=d.ravel()).reshape(n.shape)
 
 
 def sparsity_predict(params: dict, s, n, d, fit: dict | None = None):
-    n_div, d_div = fit_units(fit or {})
-    s = np.asarray(s, dtype=float)
-    n = np.asarray(n, dtype=float) / n_div
-    d = np.asarray(d, dtype=float) / d_div
-    p = {k: get_param(params, k) for k in SPARSITY_KEYS}
-    return (p["a_S"] * (1 - s) ** p["b_S"] + p["c_S"]) * (1 / n) ** p["b_N"] + (p["a_D"] / d) ** p["b_D"] + p["c"]
+    """Paper B's L(S, N, D) from a fit JSON's params (raw N and D), by the laws library."""
+    from sparsescale.laws import SparsityLaw
+
+    return SparsityLaw().set_params(**{k: get_param(params, k) for k in SPARSITY_KEYS}).loss(s, n, d)
 
 
 def select_fit_runs(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:

@@ -1,6 +1,8 @@
 rule fit_laws:
     input:
         runs=rules.aggregate.output.runs_csv,
+        # the laws library: a change to a law or its fitting procedure refits
+        laws=sorted(Path("src/sparsescale/laws").glob("*.py")),
     output:
         "results/fits/{fit}.json",
     log:

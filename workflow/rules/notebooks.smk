@@ -1,6 +1,8 @@
 rule notebook:
     input:
         template="notebooks/{notebook}.ipynb",
+        # the plotting and verdict helpers the templates import: a change redraws every figure
+        helpers="src/sparsescale/figures.py",
         runs=rules.aggregate.output.runs_csv,
         steps=rules.aggregate.output.steps,
         fits=expand(rules.fit_laws.output[0], fit=FITS),
