@@ -149,7 +149,7 @@ class TestTinyProfileEndToEnd:
         sparsity_rises = before.loc[claim_of["sparsity"], "verdict"] != "reproduced"
         fit = json.loads(Path(fits["sparsity"]).read_text())
         if sparsity_rises:
-            fit["params"] = {"a_S": 10.0, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 5e4, "b_D": 0.203, "c": 0.651}
+            fit["params"] = {"a_S": 0.5, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 2e6, "b_D": 0.203, "c": 0.651}
         else:
             fit["params"]["a_S"] = 1e-9  # no gain from sparsity
         fits["sparsity"] = str(tmp_path / "sparsity.json")
