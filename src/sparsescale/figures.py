@@ -320,7 +320,7 @@ def fit_columns(fit: dict, role: str) -> dict[str, str]:
     return cols
 
 
-def chinchilla_predict(params: dict, n, d, fit: dict | None = None):
+def chinchilla_predict(params: dict, n, d):
     """L = E + A/N^alpha + B/D^beta from a fit JSON's params (raw N and D), by the laws library."""
     from sparsescale.laws import ChinchillaLaw
 
@@ -329,7 +329,7 @@ def chinchilla_predict(params: dict, n, d, fit: dict | None = None):
     return law.predict(N=n.ravel(), D=d.ravel()).reshape(n.shape)
 
 
-def sparsity_predict(params: dict, s, n, d, fit: dict | None = None):
+def sparsity_predict(params: dict, s, n, d):
     """Paper B's L(S, N, D) from a fit JSON's params (raw N and D), by the laws library."""
     from sparsescale.laws import SparsityLaw
 
@@ -355,8 +355,8 @@ def select_fit_runs(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:
 def law_predictions(runs: pd.DataFrame, fit: dict, role: str) -> pd.Series:
     cols = fit_columns(fit, role)
     if role == "sparsity" or str(fit.get("law", "")).startswith("sparsity"):
-        return pd.Series(sparsity_predict(fit["params"], runs[cols["s"]].fillna(0), runs[cols["n"]], runs[cols["d"]], fit), index=runs.index)
-    return pd.Series(chinchilla_predict(fit["params"], runs[cols["n"]], runs[cols["d"]], fit), index=runs.index)
+        return pd.Series(sparsity_predict(fit["params"], runs[cols["s"]].fillna(0), runs[cols["n"]], runs[cols["d"]]), index=runs.index)
+    return pd.Series(chinchilla_predict(fit["params"], runs[cols["n"]], runs[cols["d"]]), index=runs.index)
 
 
 def errors(observed, predicted) -> dict[str, float]:
@@ -419,7 +419,7 @@ def optimal_sparsity(fit: dict, n_nonzero, compute, cost: str = "dense", s_max: 
     n = np.asarray(n_nonzero, float)[..., None]
     c = np.asarray(compute, float)[..., None]
     d = c / (6.0 * n * mean_density_cost(s_grid, cost))
-    loss = sparsity_predict(fit["params"], s_grid, n, d, fit)
+    loss = sparsity_predict(fit["params"], s_grid, n, d)
     idx = np.nanargmin(loss, axis=-1)
     s_opt = s_grid[idx]
     d_opt = np.take_along_axis(d, idx[..., None], axis=-1)[..., 0]
