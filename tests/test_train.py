@@ -99,6 +99,7 @@ def make_spec(method: str = "global", tokens: int = 24_576, **over) -> dict:
         (lambda s: s["pruning"].update(method="nm", n=4, m=2), "n/m"),
         (lambda s: s.update(budget_spec={"tokens": 1, "tokens_per_param": 2}), "budget_spec"),
         (lambda s: s["model"].update(n_heads=3), "n_heads"),
+        (lambda s: s["training"].update(peak_flops=0), "peak_flops"),
     ],
 )
 def test_spec_errors_name_the_key(mutate, key):
@@ -207,6 +208,35 @@ def test_tokens_per_param_budget_and_dense(shards, tmp_path):
     assert m["sparsity"] == 0.0 and m["n_avg"] == m["n_prunable"] and m["mean_density"] == 1.0
 
 
+def test_throughput_and_mfu_accounting(shards, tmp_path):
+    """MFU = (training-step tokens/s x dense model FLOPs per token) / peak; the peak is per device."""
+    from sparsescale.model import ModelConfig, flops_per_token
+
+    spec = make_spec("global")
+    spec["training"]["peak_flops"] = 2e9
+    m = run_training(spec, shards, tmp_path)
+    cfg = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_seq_len=32)
+    assert m["model_flops_per_token"] == flops_per_token(cfg, 32)  # dense shapes: masks save no kernel FLOPs
+    assert m["model_flops_per_s"] == pytest.approx(m["train_tokens_per_s"] * m["model_flops_per_token"])
+    assert m["peak_flops"] == 2e9 and m["mfu"] == pytest.approx(m["model_flops_per_s"] / 2e9)
+    # evaluation and checkpoints are left out of the training-step rate, not of the wall-clock one
+    assert m["train_tokens_per_s"] > m["tokens_per_s"]
+    assert run_training(make_spec("dense"), shards, tmp_path / "cpu")["mfu"] is None  # no peak known for a CPU
+
+
+@pytest.mark.parametrize(
+    "name,peak",
+    [("cuda:NVIDIA H100 80GB HBM3", 989e12), ("cuda:NVIDIA H100 PCIe", 756e12), ("cuda:NVIDIA H200", 989e12),
+     ("cuda:NVIDIA A100-SXM4-80GB", 312e12), ("cuda:Some Future GPU", None), ("cpu:x86_64", None)],
+)
+def test_peak_flops_by_device_name(name, peak):
+    from sparsescale.hardware import mfu, peak_flops
+
+    assert peak_flops(name) == peak
+    assert peak_flops(name, override=1e12) == 1e12
+    assert mfu(4e14, 1e15, devices=2) == pytest.approx(0.2)
+
+
 def test_dense_start_init_from(shards, tmp_path):
     dense = run_training(make_spec("dense", tokens=12_800), shards, tmp_path / "dense")
     spec = make_spec("uniform", tokens=5_120, start=0.0, end=0.5, basis="steps", init="dense")
@@ -299,10 +329,29 @@ def test_cli_bad_spec_exits_2(shards, tmp_path):
     assert (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_ddp_under_torchrun_on_cpu_matches_one_process(shards, tmp_path):
-    """Two gloo ranks split each batch; the averaged gradients give the one-process run."""
+def test_gradient_accumulation_matches_one_batch(shards, tmp_path):
+    """Micro-batches of 2 summed over 4 backward passes give the 8-sequence step (fp rounding aside)."""
     spec = make_spec("global", tokens=40 * 256, every=5, eval_every=100)
     ref = run_training(copy.deepcopy(spec), shards, tmp_path / "ref")
+    spec["training"]["micro_batch_size"] = 2
+    got = run_training(copy.deepcopy(spec), shards, tmp_path / "micro")
+    assert got["sparsity"] == ref["sparsity"]
+    assert got["final_val_loss"] == pytest.approx(ref["final_val_loss"], rel=1e-4)
+    a = pd.read_parquet(tmp_path / "micro" / "steps.parquet")["train_loss"]
+    b = pd.read_parquet(tmp_path / "ref" / "steps.parquet")["train_loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-4)
+    spec["training"]["micro_batch_size"] = 3
+    with pytest.raises(InputError, match="micro_batch_size: 3 does not divide the per-device batch 8"):
+        run_training(spec, shards, tmp_path / "bad")
+
+
+@pytest.mark.parametrize("micro_batch_size", [None, 2])
+def test_ddp_under_torchrun_on_cpu_matches_one_process(shards, tmp_path, micro_batch_size):
+    """Two gloo ranks split each batch (and accumulate micro-batches without syncing until the
+    last); the averaged gradients give the one-process run."""
+    spec = make_spec("global", tokens=40 * 256, every=5, eval_every=100)
+    ref = run_training(copy.deepcopy(spec), shards, tmp_path / "ref")
+    spec["training"]["micro_batch_size"] = micro_batch_size
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sparsescale.train_cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

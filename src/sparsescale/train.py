@@ -19,6 +19,7 @@ resumed run is bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -35,7 +36,8 @@ import numpy as np
 import torch
 
 from sparsescale.io import InputError, atomic_path, get_logger, write_json, write_parquet
-from sparsescale.model import ModelConfig, Transformer, param_counts
+from sparsescale.hardware import mfu, peak_flops
+from sparsescale.model import ModelConfig, Transformer, flops_per_token, param_counts
 from sparsescale.provenance import git_state
 from sparsescale.pruning import (
     BASES,
@@ -66,9 +68,11 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "device": "auto",
     "threads": 1,
+    "peak_flops": None,
+    "micro_batch_size": None,
 }
 # training keys that do not change the numbers a run produces (may differ on resume)
-RUNTIME_KEYS = ("checkpoint_every", "log_every", "device", "threads", "compile")
+RUNTIME_KEYS = ("checkpoint_every", "log_every", "device", "threads", "compile", "peak_flops", "micro_batch_size")
 TOP_LEVEL = ("run_id", "corpus", "scale", "budget", "schedule", "seed", "model", "budget_spec", "pruning", "training")
 PRUNING_KEYS = (
     "method", "shape", "final_sparsity", "start", "end", "duration", "basis", "every", "n", "m",
@@ -164,6 +168,10 @@ def _validate_training(training: Any) -> dict:
         raise InputError(f"spec.training.compile: must be true or false, got {t['compile']!r}")
     if t["device"] not in ("auto", "cpu", "cuda"):
         raise InputError(f"spec.training.device: must be auto, cpu or cuda, got {t['device']!r}")
+    if t["micro_batch_size"] is not None and (not _is_int(t["micro_batch_size"]) or t["micro_batch_size"] < 1):
+        raise InputError(f"spec.training.micro_batch_size: must be a positive integer or null, got {t['micro_batch_size']!r}")
+    if t["peak_flops"] is not None and (not _is_num(t["peak_flops"]) or t["peak_flops"] <= 0):
+        raise InputError(f"spec.training.peak_flops: must be a positive number (FLOP/s per device) or null, got {t['peak_flops']!r}")
     return t
 
 
@@ -416,6 +424,14 @@ def run_training(
             torch.backends.cudnn.allow_tf32 = True
         if tr["batch_size"] % dist.world:
             raise InputError(f"spec.training.batch_size: {tr['batch_size']} is not divisible by WORLD_SIZE {dist.world}")
+        local_rows = tr["batch_size"] // dist.world
+        micro_rows = tr["micro_batch_size"] or local_rows
+        if local_rows % micro_rows:
+            raise InputError(
+                f"spec.training.micro_batch_size: {micro_rows} does not divide the per-device batch "
+                f"{local_rows} (batch_size {tr['batch_size']} / WORLD_SIZE {dist.world})"
+            )
+        accum_steps = local_rows // micro_rows
         if pr["init"] == "dense" and init_from is None and not ckpt_path.is_file():
             raise InputError("spec.pruning.init: 'dense' needs --init-from MODEL_PT (the trained dense model)")
 
@@ -482,7 +498,6 @@ def run_training(
         n_nonzero = pruner.n_nonzero_prunable()
         compute = rows[-1]["compute"] if rows else 0.0
         last_ckpt = (start_step, ckpt_path) if resumed_from is not None else None
-        local_rows = batch_size // dist.world
         lo, hi = dist.rank * local_rows, (dist.rank + 1) * local_rows
         pending: list[tuple[int, torch.Tensor, float, int]] = []
         params = list(raw.parameters())
@@ -516,6 +531,7 @@ def run_training(
 
         t0 = time.perf_counter()
         t_log, tok_log = t0, 0
+        side_s = 0.0  # evaluation and checkpoint time inside the loop, left out of throughput
         step = start_step
         while step < total_steps:
             if step in events:
@@ -528,9 +544,16 @@ def run_training(
             if dist.world > 1:
                 x, y = x[lo:hi], y[lo:hi]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with _autocast(device):
-                loss = model(x, y)
-            loss.backward()
+            loss = torch.zeros((), device=device)
+            for i in range(accum_steps):  # gradient accumulation: the mean over the whole batch
+                rows_i = slice(i * micro_rows, (i + 1) * micro_rows)
+                # DDP all-reduces gradients once per step, on the last micro-batch
+                last = i == accum_steps - 1 or dist.world == 1
+                with contextlib.nullcontext() if last else model.no_sync():
+                    with _autocast(device):
+                        loss_i = model(x[rows_i], y[rows_i]) / accum_steps
+                    loss_i.backward()
+                loss += loss_i.detach()
             pruner.mask_grads()
             if tr["grad_clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"], foreach=True)
@@ -548,7 +571,9 @@ def run_training(
             if flush_each_step or is_eval or is_ckpt or is_log:
                 flush()
             if is_eval:
+                t_eval = time.perf_counter()  # flush() synchronised the device, so this times eval alone
                 rows[-1]["val_loss"] = evaluate(raw, val_x, val_y, batch_size, device)
+                side_s += time.perf_counter() - t_eval
             if is_log and dist.main:
                 now = time.perf_counter()
                 tok_log_now = (step - start_step) * tokens_per_step
@@ -560,13 +585,16 @@ def run_training(
                 )
                 t_log, tok_log = now, tok_log_now
             if is_ckpt:
+                t_ckpt = time.perf_counter()
                 if dist.main:
                     _save_checkpoint(
                         ckpt_path, step, raw, optimizer, pruner, rows, fingerprint,
                         elapsed_before + time.perf_counter() - t0,
                     )
                 last_ckpt = (step, ckpt_path)
+                side_s += time.perf_counter() - t_ckpt
         flush()
+        step_s = time.perf_counter() - t0 - side_s
         if total_steps in events:  # an event at the very end of training
             pruner.prune_to(events[total_steps], optimizer)
             n_nonzero = pruner.n_nonzero_prunable()
@@ -586,6 +614,11 @@ def run_training(
 
         n_final = pruner.n_nonzero_prunable()
         tokens = total_steps * tokens_per_step
+        device_name = _device_name(device)
+        train_tokens_per_s = (total_steps - start_step) * tokens_per_step / step_s if step_s > 0 else None
+        model_flops_per_token = flops_per_token(cfg, seq_len)
+        model_flops_per_s = None if train_tokens_per_s is None else train_tokens_per_s * model_flops_per_token
+        peak = peak_flops(device_name, tr["peak_flops"])
         dens = np.array([r["density"] for r in rows])
         metrics = {
             "run_id": spec["run_id"], "corpus": spec["corpus"], "scale": spec["scale"], "budget": spec["budget"],
@@ -599,7 +632,10 @@ def run_training(
             "n_total": counts["n_total"], "tokens": tokens, "budget_tokens": budget_tokens, "steps": total_steps,
             "compute": rows[-1]["compute"], "sparsity": 1.0 - n_final / n_prunable, "mean_density": float(dens.mean()),
             "epochs": shards.epochs("train", tokens), "wall_time_s": wall_s, "tokens_per_s": tokens / wall_s if wall_s > 0 else None,
-            "device": _device_name(device), "sparsity_per_layer": pruner.sparsity_per_layer(),
+            "train_tokens_per_s": train_tokens_per_s, "model_flops_per_token": model_flops_per_token,
+            "model_flops_per_s": model_flops_per_s, "peak_flops": peak,
+            "mfu": None if model_flops_per_s is None else mfu(model_flops_per_s, peak, dist.world),
+            "device": device_name, "sparsity_per_layer": pruner.sparsity_per_layer(),
             "schedule_events": schedule.to_dict(), "spec": spec, "versions": _versions(),
             "provenance": {
                 "host": socket.gethostname(), "git": git_state(Path(__file__).resolve().parent), "threads": torch.get_num_threads() if device.type == "cpu" else None,
@@ -611,8 +647,10 @@ def run_training(
         _write_outputs(out_dir, spec, cfg, raw, pruner, rows, metrics)
         ckpt_path.unlink(missing_ok=True)
         log.info(
-            "done: final val loss %.4f, sparsity %.4f (target %.4f), N_final %d, N_avg %.0f, %.0f tokens/s, %.1f s",
-            final_val, metrics["sparsity"], target, n_final, metrics["n_avg"], metrics["tokens_per_s"] or 0, wall_s,
+            "done: final val loss %.4f, sparsity %.4f (target %.4f), N_final %d, N_avg %.0f, %.0f tokens/s (training steps), "
+            "MFU %s, %.1f s",
+            final_val, metrics["sparsity"], target, n_final, metrics["n_avg"], train_tokens_per_s or 0,
+            "n/a (no peak known for this device)" if metrics["mfu"] is None else f"{metrics['mfu']:.1%}", wall_s,
         )
         return metrics
     finally:
