@@ -92,6 +92,9 @@ def test_chinchilla_predict_and_parameter_table():
     n, d = np.array([1e7, 1e8]), np.array([1e9, 2e10])
     expected = 1.8 + 400 / n ** 0.34 + 1000 / d ** 0.30
     np.testing.assert_allclose(law.predict(N=n, D=d), expected, rtol=1e-12)
+    terms = law.terms(n, d)
+    np.testing.assert_allclose(terms["size"], 1.8 + 400 / n ** 0.34, rtol=1e-12)
+    np.testing.assert_allclose(terms["size"] + terms["data"], expected, rtol=1e-12)
     table = law.parameter_table()
     assert list(table.columns) == ["name", "value", "ci_low", "ci_high"]
     assert list(table["name"]) == ["E", "A", "B", "alpha", "beta"]

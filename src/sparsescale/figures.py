@@ -320,13 +320,21 @@ def fit_columns(fit: dict, role: str) -> dict[str, str]:
     return cols
 
 
-def chinchilla_predict(params: dict, n, d):
-    """L = E + A/N^alpha + B/D^beta from a fit JSON's params (raw N and D), by the laws library."""
+def _chinchilla(params: dict):
     from sparsescale.laws import ChinchillaLaw
 
-    law = ChinchillaLaw().set_params(**{k: get_param(params, k) for k in CHINCHILLA_KEYS})
+    return ChinchillaLaw().set_params(**{k: get_param(params, k) for k in CHINCHILLA_KEYS})
+
+
+def chinchilla_predict(params: dict, n, d):
+    """L = E + A/N^alpha + B/D^beta from a fit JSON's params (raw N and D), by the laws library."""
     n, d = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(d, dtype=float))
-    return law.predict(N=n.ravel(), D=d.ravel()).reshape(n.shape)
+    return _chinchilla(params).predict(N=n.ravel(), D=d.ravel()).reshape(n.shape)
+
+
+def chinchilla_terms(params: dict, n, d) -> dict[str, np.ndarray]:
+    """The size part E + A/N^alpha and the data part B/D^beta of a fit JSON's law."""
+    return _chinchilla(params).terms(n, d)
 
 
 def sparsity_predict(params: dict, s, n, d):

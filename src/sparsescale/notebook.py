@@ -31,8 +31,11 @@ class NotebookFailed(RuntimeError):
     """A cell raised; ``traceback`` is the cell's traceback as plain text."""
 
     def __init__(self, message: str, traceback: str):
-        super().__init__(message)
+        super().__init__(message, traceback)  # both in args, so the error pickles across processes
         self.traceback = traceback
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def parse_parameters(pairs: list[list[str]] | None) -> dict[str, Any]:

@@ -186,6 +186,14 @@ class ChinchillaLaw(Law):
                                  np.full(len(x["N"]), e))
         return pred
 
+    def terms(self, N: Any, D: Any) -> dict[str, np.ndarray]:
+        """The loss split into its parts: ``size`` = E + A/N^alpha (the D -> infinity limit)
+        and ``data`` = B/D^beta; they sum to ``predict``."""
+        self._require_fit()
+        p = self.params
+        n, d = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
+        return {"size": p["E"] + p["A"] / n ** p["alpha"], "data": p["B"] / d ** p["beta"]}
+
     def fit_from(self, data: Any, theta0: Any) -> "ChinchillaLaw":
         """A new law fitted by L-BFGS from the single start ``theta0`` = (a, b, e, alpha, beta)
         only: the single-start baseline the grid is compared with."""
