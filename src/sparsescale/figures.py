@@ -539,8 +539,10 @@ def verdict_when_to_prune(runs: pd.DataFrame, margin: float = 0.005) -> dict:
     n_out = int((tested["within"] == False).sum())  # noqa: E712
     worst = float(tested["gap"].max())
     ranks = ", ".join(f"{int(r)}/{int(n)}" for r, n in zip(tested["rank"], tested["schedules"]))
-    ours = (f"within margin in {n_in}/{len(tested)} groups; largest gap {worst:.4f} nats "
-            f"(margin {tested['margin_abs'].mean():.4f}); ranks {ranks}")
+    se = tested["gap_se"].max()
+    ours = (f"within margin in {n_in}/{len(tested)} groups, clearly outside in {n_out}/{len(tested)}; "
+            f"largest seed-paired gap {worst:.4f} nats (margin {tested['margin_abs'].mean():.4f}"
+            + (f", s.e. up to {se:.4f}" if np.isfinite(se) else "") + f"); ranks {ranks}")
     if n_in == len(tested):
         verdict = REPRODUCED
     elif n_out > len(tested) / 2:
