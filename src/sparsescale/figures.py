@@ -444,7 +444,9 @@ def geometric_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Paper A's schedule grid: global magnitude pruning, geometric shape, with a start and end."""
     mask = (runs["method"].astype(str) == "global") & (runs["shape"].astype(str) == "geometric")
     mask &= runs["start"].notna() & runs["end"].notna() & (runs["target_sparsity"] > 0)
-    return runs[mask].copy()
+    geo = runs[mask].copy()
+    geo["start"], geo["end"] = geo["start"].round(4), geo["end"].round(4)  # windows compare exactly
+    return geo
 
 
 def schedule_ranking(runs: pd.DataFrame) -> pd.DataFrame:
@@ -452,8 +454,6 @@ def schedule_ranking(runs: pd.DataFrame) -> pd.DataFrame:
     geo = geometric_runs(runs)
     if geo.empty:
         return pd.DataFrame()
-    geo["start"] = geo["start"].round(4)
-    geo["end"] = geo["end"].round(4)
     keys = ["corpus", "budget", "scale", "target_sparsity"]
     agg = (geo.groupby(keys + ["start", "end"], dropna=False)["final_val_loss"]
            .agg(loss="mean", seed_std="std", seeds="count").reset_index())
@@ -473,18 +473,19 @@ def _paired_gap(geo: pd.DataFrame, hit: tuple[float, float], best: tuple[float, 
     of the group (NaN with one seed everywhere).
     """
     table = geo.pivot_table(index=["start", "end"], columns="seed", values="final_val_loss", aggfunc="mean")
-    diffs = table.loc[[hit]].to_numpy() - table.to_numpy()  # per schedule and seed: hit - schedule
-    gap_seeds = diffs[list(table.index).index(best)]
+    windows = list(table.index)
+    diffs = table.loc[[hit]].to_numpy() - table.to_numpy()  # per schedule and seed: hit - schedule (NaN: not run)
+    gap_seeds = diffs[windows.index(best)]
     gap_seeds = gap_seeds[np.isfinite(gap_seeds)]
-    diffs = np.delete(diffs, list(table.index).index(hit), axis=0)  # hit - hit is no evidence of scatter
-    counts = np.isfinite(diffs).sum(axis=1)
-    centred = diffs - np.nanmean(np.where(np.isfinite(diffs), diffs, np.nan), axis=1, keepdims=True)
-    dof = int(np.sum(np.maximum(counts - 1, 0)))
     if len(gap_seeds) == 0:
         return float("nan"), float("nan")
-    if dof == 0:
+    diffs = np.delete(diffs, windows.index(hit), axis=0)  # hit - hit is no evidence of scatter
+    counts = np.isfinite(diffs).sum(axis=1)
+    diffs, counts = diffs[counts > 1], counts[counts > 1]
+    if len(counts) == 0:
         return float(gap_seeds.mean()), float("nan")
-    pooled_sd = float(np.sqrt(np.nansum(centred[counts > 1] ** 2) / dof))
+    scatter = np.nansum((diffs - np.nanmean(diffs, axis=1, keepdims=True)) ** 2)
+    pooled_sd = math.sqrt(float(scatter) / int(np.sum(counts - 1)))
     return float(gap_seeds.mean()), pooled_sd / math.sqrt(len(gap_seeds))
 
 
@@ -501,9 +502,8 @@ def claim_25_75(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25, 
     rows = []
     if ranking.empty:
         return pd.DataFrame()
-    geo = geometric_runs(runs)
-    geo["start"], geo["end"] = geo["start"].round(4), geo["end"].round(4)
     keys = ["corpus", "budget", "scale", "target_sparsity"]
+    runs_by_group = dict(iter(geometric_runs(runs).groupby(keys)))
     for group, frame in ranking.groupby(keys):
         best = frame.loc[frame["loss"].idxmin()]
         hit = frame[(np.isclose(frame["start"], start)) & (np.isclose(frame["end"], end))]
@@ -517,8 +517,7 @@ def claim_25_75(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25, 
             row.update({"loss_25_75": np.nan, "gap": np.nan, "gap_se": np.nan, "rank": np.nan, "within": None})
         else:
             h = hit.iloc[0]
-            runs_of_group = geo[(geo[keys] == pd.Series(dict(zip(keys, group)))).all(axis=1)]
-            gap, se = _paired_gap(runs_of_group, (h["start"], h["end"]), (best["start"], best["end"]))
+            gap, se = _paired_gap(runs_by_group[group], (h["start"], h["end"]), (best["start"], best["end"]))
             within = True if gap <= margin_abs else (False if (np.isnan(se) or gap > margin_abs + 2 * se) else None)
             row.update({"loss_25_75": float(h["loss"]), "gap": gap, "gap_se": se, "rank": int(h["rank"]),
                         "within": within})
