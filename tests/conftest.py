@@ -1,3 +1,4 @@
+import os
 import time
 from pathlib import Path
 
@@ -5,6 +6,18 @@ import pytest
 from workflow_utils import copy_workflow, snakemake
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _numpy_warnings_as_errors() -> None:
+    """The pyproject's floating-point warning filters, for every subprocess the tests start
+    (notebook kernels, Snakemake and its jobs): PYTHONWARNINGS takes literal message prefixes."""
+    import tomllib
+
+    filters = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["filterwarnings"]
+    os.environ["PYTHONWARNINGS"] = ",".join(filters)
+
+
+_numpy_warnings_as_errors()
 
 
 @pytest.fixture(scope="session")

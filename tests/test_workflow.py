@@ -152,6 +152,7 @@ class TestTinyProfileEndToEnd:
             fit["params"] = {"a_S": 0.5, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 2e6, "b_D": 0.203, "c": 0.651}
         else:
             fit["params"]["a_S"] = 1e-9  # no gain from sparsity
+        fit["status"] = {"usable": True, "reasons": [], "at_bounds": []}  # these coefficients are well posed
         fits["sparsity"] = str(tmp_path / "sparsity.json")
         Path(fits["sparsity"]).write_text(json.dumps(fit))
 

@@ -224,14 +224,24 @@ def load_steps(path: str | os.PathLike | None) -> pd.DataFrame | None:
 
 
 def load_fits(fits: dict | None) -> dict[str, dict]:
-    """``{role: fit JSON}`` for every role whose file exists; absent files are skipped."""
+    """``{role: fit JSON}`` for every role whose file exists; absent files are skipped. A fit
+    reported unusable (its shape exponent on a bound) gets a visible note."""
     out: dict[str, dict] = {}
     for role, path in (fits or {}).items():
         if path and Path(path).is_file():
             fit = json.loads(Path(path).read_text(encoding="utf-8"))
             fit["_path"] = str(path)
             out[role] = fit
+            if not fit_usable(fit):
+                note(f"The {LAW_NAMES.get(role, role)} fit is unusable ({'; '.join(fit['status']['reasons'])}): "
+                     "it is drawn for reference, and no verdict rests on it.")
     return out
+
+
+def fit_usable(fit: dict) -> bool:
+    """False when ``sparsescale fit`` reported the fit unusable (fit JSONs before the status
+    field count as usable)."""
+    return bool((fit.get("status") or {}).get("usable", True))
 
 
 def load_entropy(data_manifests: dict | None) -> dict[str, float]:
@@ -558,6 +568,9 @@ def verdict_unification(fits: dict, kind: str = "leave_one_scale_out", rel: floa
     if "average_params" not in fits or "final_params" not in fits:
         return {**base, "ours": "fit missing: " + ", ".join(r for r in ("average_params", "final_params") if r not in fits),
                 "verdict": INCONCLUSIVE, "value": float("nan")}
+    unusable = [r for r in ("average_params", "final_params") if not fit_usable(fits[r])]
+    if unusable:
+        return {**base, "ours": "unusable fit: " + ", ".join(unusable), "verdict": INCONCLUSIVE, "value": float("nan")}
     used = kind
     avg, avg_ci = heldout_metric(fits["average_params"], kind)
     fin, fin_ci = heldout_metric(fits["final_params"], kind)
@@ -612,6 +625,9 @@ def verdict_sparsity_rises(fits: dict, runs: pd.DataFrame | None = None, cost: s
     fit = fits.get("sparsity")
     if fit is None:
         return {**base, "ours": "no sparsity-law fit", "verdict": INCONCLUSIVE, "value": float("nan")}
+    if not fit_usable(fit):
+        return {**base, "ours": "the sparsity-law fit is unusable: " + "; ".join(fit["status"]["reasons"]),
+                "verdict": INCONCLUSIVE, "value": float("nan")}
     trend = sopt_trend(fit, runs, cost)
     deltas = []
     for _, frame in trend.groupby("n_nonzero"):
@@ -649,6 +665,9 @@ def verdict_entropy(fits: dict, entropies: dict[str, float], runs: pd.DataFrame 
     if fit is None or not entropies:
         missing = "synthetic fit" if fit is None else "entropy rate in data manifests"
         return {**base, "ours": f"missing: {missing}", "verdict": INCONCLUSIVE, "value": float("nan")}
+    if not fit_usable(fit):
+        return {**base, "ours": "the synthetic fit is unusable: " + "; ".join(fit["status"]["reasons"]),
+                "verdict": INCONCLUSIVE, "value": float("nan")}
     corpus = synthetic_corpus(fit, entropies, runs)
     H = entropies[corpus]
     E = get_param(fit["params"], "E")

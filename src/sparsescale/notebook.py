@@ -67,6 +67,26 @@ def _export_html(ipynb: Path, html: Path) -> None:
     html.write_text(body, encoding="utf-8")
 
 
+def _relative_paths(ipynb: Path, root: str) -> None:
+    """Rewrite ``root/`` out of every cell output (a warning or traceback names the file it
+    came from), so no executed notebook carries this machine's absolute path."""
+    import nbformat
+
+    prefix = root.rstrip(os.sep) + os.sep
+    nb = nbformat.read(ipynb, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for key in ("text", "traceback", "evalue"):
+                value = output.get(key)
+                if isinstance(value, str) and prefix in value:
+                    output[key], changed = value.replace(prefix, ""), True
+                elif isinstance(value, list) and any(prefix in line for line in value):
+                    output[key], changed = [line.replace(prefix, "") for line in value], True
+    if changed:
+        nbformat.write(nb, ipynb)
+
+
 def _failure_text(err: BaseException) -> str:
     tb = getattr(err, "traceback", None)
     if isinstance(tb, (list, tuple)) and tb:
@@ -105,6 +125,7 @@ def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parame
         except pm.PapermillExecutionError as err:
             raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}",
                                  _failure_text(err)) from err
+        _relative_paths(executed, os.getcwd())
         for index, sub in (("figures.json", figures_dir), ("tables.json", tables_dir)):
             if (sub / index).is_file():
                 os.replace(sub / index, tmp / index)

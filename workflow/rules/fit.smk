@@ -16,4 +16,4 @@ rule fit_laws:
     params:
         options=fit_options,
     shell:
-        f"{SPARSESCALE} fit {{params.options}} --data {{input.runs}} --out {{output}} > {{log}} 2>&1"
+        f"{SPARSESCALE} fit {{params.options}} --workers {{threads}} --data {{input.runs}} --out {{output}} > {{log}} 2>&1"

@@ -22,6 +22,7 @@ import pandas as pd
 from sparsescale.io import InputError
 
 HUBER_DELTA = 1e-3
+LOG_FLOAT_MAX = math.log(np.finfo(float).max)  # exp of anything above this overflows
 ROLE_DESCRIPTIONS = {
     "N": "parameter count",
     "D": "training tokens",
@@ -45,6 +46,12 @@ def huber(r: np.ndarray, delta: float) -> np.ndarray:
     """Elementwise Huber loss (quadratic within ``delta``, linear outside)."""
     a = np.abs(r)
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+
+def exp_or_inf(x: Any) -> np.ndarray:
+    """exp(x) that returns inf past the float range instead of overflowing with a warning."""
+    x = np.asarray(x, dtype=float)
+    return np.where(x > LOG_FLOAT_MAX, np.inf, np.exp(np.minimum(x, LOG_FLOAT_MAX)))
 
 
 def logsumexp_rows(*terms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -111,6 +118,13 @@ class Law:
     name = "law"
     param_names: tuple[str, ...] = ()
     roles: tuple[str, ...] = ("N", "D")  # inputs besides the loss
+    # the internal vector ``theta_`` the optimiser moves, the box it is kept in (wide enough
+    # for any plausible fit, narrow enough that every prediction stays a finite float), and
+    # the shape exponents among its entries: one stuck on its bound means the data did not
+    # determine the law's shape, so the fit is reported unusable
+    theta_names: tuple[str, ...] = ()
+    theta_bounds: tuple[tuple[float, float], ...] = ()
+    exponents: tuple[str, ...] = ()
     default_columns = {"N": "n_final", "D": "tokens", "S": "sparsity", "L": "final_val_loss"}
 
     def __init__(self, n_col: str | None = None, d_col: str | None = None,
@@ -131,6 +145,7 @@ class Law:
         self.winning_start: dict | None = None
         self.ci: dict[str, list[float]] | None = None
         self.theta_: np.ndarray | None = None
+        self.status: dict | None = None
 
     # ------------------------------------------------------------------ inputs
     def _column(self, data: Any, role: str, required: bool = True) -> tuple[str, np.ndarray] | None:
@@ -197,6 +212,7 @@ class Law:
             self._fit_arrays(arrays)
         self.n_points = len(arrays["L"])
         self.ci = None
+        self.status = self._assess(arrays)
         return self
 
     def refit_warm(self, data: Any, init: "Law") -> "Law":
@@ -207,7 +223,28 @@ class Law:
         with single_thread_blas():
             self._fit_arrays(arrays, warm=init)
         self.n_points = len(arrays["L"])
+        self.status = self._assess(arrays)
         return self
+
+    def _assess(self, arrays: dict[str, np.ndarray]) -> dict:
+        """``{"usable", "reasons", "at_bounds"}`` of the fitted optimum: unusable when the
+        objective or a prediction at the fitted points is not finite, or when a shape
+        exponent sits on its bound. Log-coefficients on a bound (a term that vanishes, such
+        as E -> 0) are listed in ``at_bounds`` but leave the fit usable."""
+        at_bounds = [name for name, value, (lo, hi) in zip(self.theta_names, self.theta_, self.theta_bounds)
+                     if value <= lo + 1e-6 * (hi - lo) or value >= hi - 1e-6 * (hi - lo)]
+        reasons = []
+        if self.fit_loss is None or not math.isfinite(self.fit_loss):
+            reasons.append("the fit objective is not finite")
+        elif not np.all(np.isfinite(self._log_predict(self.theta_, arrays))):
+            reasons.append("predictions at the fitted points are not finite")
+        bounds = dict(zip(self.theta_names, self.theta_bounds))
+        for name in self.exponents:
+            if name in at_bounds:
+                lo, hi = bounds[name]
+                reasons.append(f"exponent {name} = {self.params[name]:g} sits on its bound [{lo:g}, {hi:g}]: "
+                               "the data do not determine the law's shape")
+        return {"usable": not reasons, "reasons": reasons, "at_bounds": at_bounds}
 
     def predict(self, data: Any = None, **arrays: Any) -> np.ndarray:
         """Predicted loss for a DataFrame / mapping, or keyword arrays by role (N=, D=, S=)."""
@@ -215,7 +252,7 @@ class Law:
         if data is None:
             data = arrays
         x = self.extract(data, with_loss=False)
-        return np.exp(self._log_predict(self.theta_, x))
+        return exp_or_inf(self._log_predict(self.theta_, x))
 
     def parameter_table(self) -> pd.DataFrame:
         self._require_fit()
@@ -228,7 +265,7 @@ class Law:
     def clone(self) -> "Law":
         """An unfitted copy with the same options."""
         new = copy.copy(self)
-        new.params = new.fit_loss = new.n_points = new.winning_start = new.ci = new.theta_ = None
+        new.params = new.fit_loss = new.n_points = new.winning_start = new.ci = new.theta_ = new.status = None
         new.columns = dict(self.columns)
         return new
 

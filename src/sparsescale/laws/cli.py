@@ -4,7 +4,7 @@
         [--n-col COL] [--d-col tokens] [--s-col sparsity] [--loss-col final_val_loss]
         [--scale-col scale] [--query "method == 'dense'"] [--drop-highest-loss K]
         [--min-n N] [--bootstrap B] [--kfold K] [--seed S] [--ci-level 0.95]
-        [--compute C [C ...]] [--n-refine R] [--starts K]
+        [--compute C [C ...]] [--n-refine R] [--starts K] [--workers W]
 
 Default N column: chinchilla -> n_final, average-params -> n_avg, sparsity -> n_final.
 Heavy imports (numpy, scipy, pandas) happen inside the handler.
@@ -49,6 +49,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--n-refine", type=int, default=256,
                    help="chinchilla: L-BFGS from this many best-screened grid starts, 0: all 4500 (default: %(default)s)")
     p.add_argument("--starts", type=int, default=25, help="sparsity law: random BFGS starts (default: %(default)s, as published)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the bootstrap and held-out refits (default: the CPUs this process may use)")
     p.set_defaults(func=run_fit)
 
 
@@ -76,7 +78,8 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
               s_col: str = "sparsity", loss_col: str = "final_val_loss", scale_col: str | None = "scale",
               query: str | None = None, drop_highest_loss: int = 0, min_n: float | None = None,
               bootstrap: int = 100, kfold: int = 5, seed: int = 0, ci_level: float = 0.95,
-              compute: list[float] | None = None, n_refine: int | None = 256, starts: int = 25) -> dict:
+              compute: list[float] | None = None, n_refine: int | None = 256, starts: int = 25,
+              workers: int = 1) -> dict:
     """Everything ``sparsescale fit`` does, on a DataFrame; returns the JSON-ready dict."""
     import numpy as np
 
@@ -104,6 +107,8 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
     kept, dropped = select_points(frame, law, drop_highest_loss=drop_highest_loss, min_n=min_n)
     log.info("fitting %s law on %d points (%d dropped)", law_name, len(kept), len(dropped))
     law.fit(kept)
+    if not law.status["usable"]:
+        log.warning("the %s fit is unusable: %s", law_name, "; ".join(law.status["reasons"]))
     x = law.extract(kept)
 
     if law_name == "sparsity":
@@ -118,10 +123,11 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
     boot = None
     if bootstrap and bootstrap > 0:
         log.info("bootstrap: %d resamples", bootstrap)
-        boot = uncertainty.bootstrap(law, kept, n_boot=bootstrap, seed=seed, level=ci_level, derived_kwargs=dkw)
+        boot = uncertainty.bootstrap(law, kept, n_boot=bootstrap, seed=seed, level=ci_level, derived_kwargs=dkw,
+                                     workers=workers)
         derived["ci"] = boot["derived_ci"]
     log.info("held-out errors (leave-one-scale-out, %s-fold)", kfold or "no")
-    held = uncertainty.heldout(law, kept, k=kfold, seed=seed, scale_col=scale_col)
+    held = uncertainty.heldout(law, kept, k=kfold, seed=seed, scale_col=scale_col, workers=workers)
 
     columns = dict(law.columns)
     return {
@@ -130,6 +136,7 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
                     "average-params": "L = E + A / Nbar^alpha + B / D^beta (Nbar: average non-zero parameters)",
                     "sparsity": "L = (a_S (1-S)^b_S + c_S) (1/N)^b_N + (a_D/D)^b_D + c"}[law_name],
         "params": law.params,
+        "status": law.status,
         "fit_loss": law.fit_loss,
         "n_points": law.n_points,
         "ci": boot["ci"] if boot else {},
@@ -153,25 +160,32 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
 
 def _procedure(law) -> dict:
     out = {"objective": "sum over runs of Huber(log predicted loss - log observed loss)",
-           "huber_delta": law.huber_delta}
+           "huber_delta": law.huber_delta,
+           "bounds": dict(zip(law.theta_names, map(list, law.theta_bounds)))}
     if law.name == "sparsity":
-        out.update(optimizer="scipy BFGS", random_starts=law.n_starts, seed=law.seed, d_ref=law.d_ref,
-                   n_unit=1e6)
+        out.update(optimizer="scipy L-BFGS-B (BFGS in a wide box)", random_starts=law.n_starts, seed=law.seed,
+                   d_ref=law.d_ref, n_unit=1e6)
     else:
-        out.update(optimizer="scipy L-BFGS-B (unbounded)", grid="Hoffmann et al. 2022 (4500 starts)",
+        out.update(optimizer="scipy L-BFGS-B (in a wide box)", grid="Hoffmann et al. 2022 (4500 starts)",
                    grid_size=int(len(law.grid)), n_refine=law.n_refine or int(len(law.grid)))
     return out
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from sparsescale.io import get_logger, write_json
+    import os
+
+    from sparsescale.io import InputError, get_logger, write_json
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
 
     frame = load_table(args.data)
     result = fit_table(
         frame, args.law, n_col=args.n_col, d_col=args.d_col, s_col=args.s_col, loss_col=args.loss_col,
         scale_col=args.scale_col, query=args.query, drop_highest_loss=args.drop_highest_loss,
         min_n=args.min_n, bootstrap=args.bootstrap, kfold=args.kfold, seed=args.seed,
-        ci_level=args.ci_level, compute=args.compute, n_refine=args.n_refine, starts=args.starts)
+        ci_level=args.ci_level, compute=args.compute, n_refine=args.n_refine, starts=args.starts,
+        workers=args.workers or len(os.sched_getaffinity(0)))
     result = _finite_or_null({"data": str(args.data), **result})
     write_json(args.out, result)
     get_logger("sparsescale.fit").info("wrote %s (params %s)", args.out,

@@ -11,6 +11,12 @@ details (ours): the positive coefficients a_S, c_S, a_D, c are optimised as logs
 prediction is computed in log space with log-sum-exp (as in Chinchilla approach 3), so every
 start is finite; D is divided internally by ``d_ref`` (the geometric mean of the fitted D
 unless given) so that random starts for a_D are scale-free, and a_D is converted back.
+BFGS runs in its box-bounded form (L-BFGS-B) inside ``THETA_BOUNDS``, far outside the
+published fits: on a few noisy points an unbounded search can run to exponents in the
+hundreds (b_S = -264 was seen on the tiny study), a law that overflows a float wherever it is
+evaluated. A fit whose shape exponent ends on a bound is reported unusable (``law.status``).
+Every evaluation (``loss``, ``optimal_sparsity``, ``effective_multiplier``) is done in log
+space, so no parameter inside the box overflows or warns.
 
 Units of the reported coefficients (also in ``law.units``): N in millions of non-zero
 parameters (as published), so a_S and c_S are in loss * (1e6 parameters)^b_N; a_D in raw
@@ -26,10 +32,12 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
-from sparsescale.laws.base import Law, logsumexp_rows
+from sparsescale.laws.base import Law, exp_or_inf, logsumexp_rows
 
 N_UNIT = 1e6
 THETA_NAMES = ("log_a_S", "b_S", "log_c_S", "b_N", "log_a_D_norm", "b_D", "log_c")
+# published fits: b_S 0.72-0.82, b_N 0.25-0.39, b_D 0.20-0.89, log-coefficients within +-20
+THETA_BOUNDS = ((-30.0, 30.0), (-5.0, 5.0), (-30.0, 30.0), (0.0, 5.0), (-30.0, 30.0), (0.0, 5.0), (-30.0, 10.0))
 PUBLISHED_T5 = {"a_S": 16.79, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 1.05e4,
                 "b_D": 0.203, "c": 0.651}  # a_D in training steps, as published
 
@@ -44,11 +52,13 @@ OPTIMAL_SPARSITY_DEFINITION = (
 
 
 def _log_pred_and_parts(theta: np.ndarray, log1ms: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
+    """log L and the softmax weights of its terms, for broadcastable log(1 - S), log N, log D."""
     la_s, b_s, lc_s, b_n, la_d, b_d, lc = theta
-    k, (v1, v2) = logsumexp_rows(la_s + b_s * log1ms, np.full_like(log1ms, lc_s))
+    log1ms, log_n, log_d = np.broadcast_arrays(log1ms, log_n, log_d)
+    k, (v1, v2) = logsumexp_rows(la_s + b_s * log1ms, np.full(log1ms.shape, lc_s))
     t1 = k - b_n * log_n
     t2 = b_d * (la_d - log_d)
-    pred, (w1, w2, w3) = logsumexp_rows(t1, t2, np.full_like(log1ms, lc))
+    pred, (w1, w2, w3) = logsumexp_rows(t1, t2, np.full(log1ms.shape, lc))
     return pred, v1, v2, w1, w2, w3
 
 
@@ -81,6 +91,9 @@ class SparsityLaw(Law):
     name = "sparsity"
     param_names = ("a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c")
     roles = ("S", "N", "D")
+    theta_names = THETA_NAMES
+    theta_bounds = THETA_BOUNDS
+    exponents = ("b_S", "b_N", "b_D")
 
     def __init__(self, n_col: str | None = None, d_col: str | None = None,
                  loss_col: str | None = None, s_col: str | None = None, *,
@@ -97,7 +110,7 @@ class SparsityLaw(Law):
 
     def random_starts(self, n: int, min_loss: float, rng: np.random.Generator) -> np.ndarray:
         """Random initialisations (internal parameterisation, D normalised, N in millions)."""
-        lc_hi = math.log(0.95 * min_loss)
+        lc_hi = min(math.log(0.95 * min_loss), THETA_BOUNDS[6][1])
         return np.column_stack([
             rng.uniform(-1.0, 5.0, n),    # log a_S
             rng.uniform(0.2, 1.5, n),     # b_S
@@ -125,10 +138,10 @@ class SparsityLaw(Law):
             starts = self.random_starts(self.n_starts, float(arrays["L"].min()), rng)
         results = []
         for th0 in starts:
-            with np.errstate(all="ignore"):
-                res = optimize.minimize(_objective_grad, th0, args=(log1ms, log_n, log_d, log_l, delta),
-                                        jac=True, method="BFGS",
-                                        options={"maxiter": self.maxiter, "gtol": 1e-9})
+            res = optimize.minimize(_objective_grad, np.clip(th0, *np.array(THETA_BOUNDS).T),
+                                    args=(log1ms, log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
+                                    bounds=THETA_BOUNDS,
+                                    options={"maxiter": self.maxiter, "ftol": 1e-13, "gtol": 1e-9, "maxcor": 20})
             f = float(res.fun) * delta
             if not (math.isfinite(f) and np.all(np.isfinite(res.x))):
                 f = math.inf
@@ -144,7 +157,7 @@ class SparsityLaw(Law):
             "start": self._theta_to_params(starts[best]),
             "n_starts": int(len(starts)),
             "method": ("warm start from the full-data optimum" if warm is not None else
-                       f"BFGS from {len(starts)} random starts (seed {self.seed})"),
+                       f"L-BFGS-B (box-bounded BFGS) from {len(starts)} random starts (seed {self.seed})"),
         }
         self.params = self._theta_to_params(self.theta_)
 
@@ -181,10 +194,9 @@ class SparsityLaw(Law):
     def loss(self, s: Any, n: Any, d: Any) -> np.ndarray:
         """L(S, N, D) for broadcastable raw arrays."""
         self._require_fit()
-        p = self.params
         s, n, d = np.broadcast_arrays(np.asarray(s, float), np.asarray(n, float), np.asarray(d, float))
-        return ((p["a_S"] * (1 - s) ** p["b_S"] + p["c_S"]) * (N_UNIT / n) ** p["b_N"]
-                + (p["a_D"] / d) ** p["b_D"] + p["c"])
+        pred, *_ = _log_pred_and_parts(self.theta_, np.log1p(-s), np.log(n / N_UNIT), np.log(d / self.d_ref))
+        return exp_or_inf(pred)
 
     def optimal_sparsity(self, n_nonzero: Any, compute: Any, s_max: float = 0.99,
                          resolution: int = 991) -> dict[str, np.ndarray]:
@@ -210,10 +222,13 @@ class SparsityLaw(Law):
     def effective_multiplier(self, s: Any) -> np.ndarray:
         """Dense-equivalent size factor of sparsity S: a sparse model with N non-zeros matches a
         dense model with multiplier * N parameters (data term held fixed)."""
-        p = self.params
+        self._require_fit()
+        la_s, b_s, lc_s, b_n = (float(v) for v in self.theta_[:4])
         s = np.asarray(s, float)
-        ratio = (p["a_S"] * (1 - s) ** p["b_S"] + p["c_S"]) / (p["a_S"] + p["c_S"])
-        return ratio ** (-1.0 / p["b_N"])
+        log_ratio = np.logaddexp(la_s + b_s * np.log1p(-s), lc_s) - np.logaddexp(la_s, lc_s)
+        if b_n <= 0:  # no size dependence: no dense-equivalent size
+            return np.full(s.shape, np.nan)
+        return exp_or_inf(-log_ratio / b_n)
 
     def derived(self, n_values: Any = (), compute: Any = (), sparsities: Any = (0.5, 0.75, 0.875),
                 s_max: float = 0.99, **_: Any) -> dict:

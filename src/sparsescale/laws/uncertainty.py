@@ -9,18 +9,55 @@
 - ``kfold``: k-fold cross-validation (seeded shuffle); out-of-fold MAE and RMSE in loss.
 Held-out fits rerun the law's full fitting procedure (no warm start), so nothing from the
 held-out points leaks into the fit.
+
+Refits are independent, so each function takes ``workers``: with more than one they run in
+that many processes (``benchmarks/fit_speed.py`` measures the gain); results do not depend
+on it. Anything that takes more than a few seconds logs its progress.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from sparsescale.io import InputError
+from sparsescale.io import InputError, get_logger
 from sparsescale.laws.base import Law, n_rows, subset
+
+log = get_logger("sparsescale.fit")
+PROGRESS_EVERY_S = 3.0
+
+
+def run_tasks(fn: Callable, tasks: list, workers: int = 1, label: str = "refits") -> list:
+    """``[fn(*task) for task in tasks]``, in ``workers`` processes when > 1, in task order,
+    logging progress every few seconds."""
+    started = last = time.perf_counter()
+    results: list = [None] * len(tasks)
+
+    def progress(done: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S and done < len(tasks):
+            log.info("%s: %d/%d done (%.0f s)", label, done, len(tasks), now - started)
+            last = now
+
+    if workers <= 1 or len(tasks) <= 1:
+        for i, task in enumerate(tasks):
+            results[i] = fn(*task)
+            progress(i + 1)
+        return results
+    # fork: workers inherit the imported libraries instead of importing them again (about 1 s)
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(fn, *task) for task in tasks]
+        for i, future in enumerate(futures):
+            results[i] = future.result()
+            progress(i + 1)
+    return results
 
 
 
@@ -32,35 +69,47 @@ def _percentile_ci(samples: np.ndarray, level: float) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def _bootstrap_refits(law: Law, data: Any, resamples: list[np.ndarray], derived_kwargs: dict) -> list:
+    """Warm refits of ``law`` on each resample: ``(params, derived scalars)`` or None (failed)."""
+    out = []
+    for idx in resamples:
+        try:
+            fit = law.clone().refit_warm(subset(data, idx), law)
+        except (InputError, np.linalg.LinAlgError):
+            out.append(None)
+            continue
+        if not math.isfinite(fit.fit_loss):
+            out.append(None)
+            continue
+        try:
+            derived = fit.derived_scalars(**derived_kwargs)
+        except ValueError:  # no derived quantity for this refit (e.g. a non-positive exponent)
+            derived = {}
+        out.append((fit.params, derived))
+    return out
+
+
 def bootstrap(law: Law, data: Any, n_boot: int = 200, seed: int = 0, level: float = 0.95,
-              derived_kwargs: dict | None = None, set_ci: bool = True) -> dict:
+              derived_kwargs: dict | None = None, set_ci: bool = True, workers: int = 1) -> dict:
     """Bootstrap over runs. ``law`` must already be fitted on ``data``.
 
     Returns ``{"n_boot", "n_failed", "level", "ci": {param: [lo, hi]},
     "derived_ci": {name: [lo, hi]}, "samples": DataFrame}`` and, with ``set_ci``, stores
-    the coefficient intervals on ``law.ci`` (shown by ``parameter_table``).
+    the coefficient intervals on ``law.ci`` (shown by ``parameter_table``). The resamples
+    are drawn up front from ``seed``, so the result does not depend on ``workers``.
     """
     if law.theta_ is None:
         raise RuntimeError("bootstrap needs a fitted law")
     n = n_rows(data)
     rng = np.random.default_rng(seed)
-    derived_kwargs = derived_kwargs or {}
-    rows, drows, failed = [], [], 0
-    for i in range(int(n_boot)):
-        idx = rng.integers(0, n, n)
-        try:
-            fit = law.clone().refit_warm(subset(data, idx), law)
-        except (InputError, FloatingPointError, np.linalg.LinAlgError):
-            failed += 1
-            continue
-        if not math.isfinite(fit.fit_loss):
-            failed += 1
-            continue
-        rows.append(fit.params)
-        try:
-            drows.append(fit.derived_scalars(**derived_kwargs))
-        except (ValueError, ZeroDivisionError, FloatingPointError):
-            drows.append({})
+    resamples = [rng.integers(0, n, n) for _ in range(int(n_boot))]
+    chunks = [resamples[i::10] for i in range(min(10, len(resamples)))]  # 10 tasks: progress and balance
+    done = run_tasks(_bootstrap_refits, [(law, data, chunk, derived_kwargs or {}) for chunk in chunks],
+                     workers, f"bootstrap ({n_boot} resamples)")
+    fits = [done[i % len(chunks)][i // len(chunks)] for i in range(len(resamples))]  # resample order
+    failed = sum(f is None for f in fits)
+    rows = [f[0] for f in fits if f is not None]
+    drows = [f[1] for f in fits if f is not None]
     samples = pd.DataFrame(rows, columns=list(law.param_names))
     derived = pd.DataFrame(drows)
     ci = {p: _percentile_ci(samples[p].to_numpy(float), level) for p in law.param_names}
@@ -99,8 +148,13 @@ def scale_groups(data: Any, law: Law, scale_col: str | None = "scale") -> tuple[
     return key_name, keys, sorted(uniq, key=lambda u: med[u])
 
 
-def leave_one_scale_out(law: Law, data: Any, scale_col: str | None = "scale") -> dict:
-    """Fit on all scales but the largest, predict the largest: errors in loss units."""
+def _fit_predict(law: Law, data: Any, train_idx: np.ndarray, test_idx: np.ndarray) -> tuple[dict, np.ndarray]:
+    """A full fit (no warm start) on the training rows; its params and predictions on the test rows."""
+    fit = law.clone().fit(subset(data, train_idx))
+    return fit.params, fit.predict(subset(data, test_idx))
+
+
+def _loso_split(law: Law, data: Any, scale_col: str | None) -> dict:
     key_name, keys, order = scale_groups(data, law, scale_col)
     if len(order) < 2:
         return {"skipped": f"only one scale in column {key_name!r}", "scale_column": key_name}
@@ -110,45 +164,75 @@ def leave_one_scale_out(law: Law, data: Any, scale_col: str | None = "scale") ->
     if len(train_idx) < len(law.param_names):
         return {"skipped": f"{len(train_idx)} points below the largest scale, fewer than "
                            f"{len(law.param_names)} parameters", "scale_column": key_name}
-    fit = law.clone().fit(subset(data, train_idx))
-    test_data = subset(data, test_idx)
-    obs = fit.extract(test_data)["L"]
-    out = _errors(fit.predict(test_data), obs)
-    out.update({"scale_column": key_name, "held_out_scale": _plain(largest),
-                "train_scales": [_plain(u) for u in order[:-1]],
-                "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
-                "fit_params": fit.params})
+    return {"scale_column": key_name, "held_out_scale": _plain(largest),
+            "train_scales": [_plain(u) for u in order[:-1]], "train_idx": train_idx, "test_idx": test_idx}
+
+
+def _loso_result(law: Law, data: Any, split: dict, fitted: tuple[dict, np.ndarray]) -> dict:
+    params, pred = fitted
+    out = _errors(pred, law.extract(subset(data, split["test_idx"]))["L"])
+    out.update({k: v for k, v in split.items() if not k.endswith("_idx")})
+    out.update({"n_train": int(len(split["train_idx"])), "n_test": int(len(split["test_idx"])), "fit_params": params})
     return out
 
 
-def kfold(law: Law, data: Any, k: int = 5, seed: int = 0) -> dict:
-    """k-fold cross-validation over runs: out-of-fold MAE and RMSE in loss."""
+def leave_one_scale_out(law: Law, data: Any, scale_col: str | None = "scale") -> dict:
+    """Fit on all scales but the largest, predict the largest: errors in loss units."""
+    split = _loso_split(law, data, scale_col)
+    if "skipped" in split:
+        return split
+    return _loso_result(law, data, split, _fit_predict(law, data, split["train_idx"], split["test_idx"]))
+
+
+def _kfold_split(law: Law, data: Any, k: int, seed: int) -> dict:
     n = n_rows(data)
     k = int(k)
     if k < 2:
         raise InputError(f"kfold needs k >= 2, got {k}")
     k = min(k, n)
     folds = np.array_split(np.random.default_rng(seed).permutation(n), k)
-    pred = np.full(n, np.nan)
-    obs = law.extract(data)["L"]
-    for fold in folds:
-        train = np.setdiff1d(np.arange(n), fold)
-        if len(train) < len(law.param_names):
-            return {"skipped": f"a training fold has {len(train)} points, fewer than "
-                               f"{len(law.param_names)} parameters", "k": k}
-        fit = law.clone().fit(subset(data, train))
-        pred[fold] = fit.predict(subset(data, fold))
-    out = _errors(pred, obs)
-    out.update({"k": k, "n": n, "seed": seed})
+    trains = [np.setdiff1d(np.arange(n), fold) for fold in folds]
+    if min(len(t) for t in trains) < len(law.param_names):
+        return {"skipped": f"a training fold has {min(len(t) for t in trains)} points, fewer than "
+                           f"{len(law.param_names)} parameters", "k": k}
+    return {"k": k, "n": n, "seed": seed, "folds": folds, "trains": trains}
+
+
+def _kfold_result(law: Law, data: Any, split: dict, fitted: list[tuple[dict, np.ndarray]]) -> dict:
+    pred = np.full(split["n"], np.nan)
+    for fold, (_, fold_pred) in zip(split["folds"], fitted):
+        pred[fold] = fold_pred
+    out = _errors(pred, law.extract(data)["L"])
+    out.update({"k": split["k"], "n": split["n"], "seed": split["seed"]})
     return out
+
+
+def kfold(law: Law, data: Any, k: int = 5, seed: int = 0) -> dict:
+    """k-fold cross-validation over runs: out-of-fold MAE and RMSE in loss."""
+    split = _kfold_split(law, data, k, seed)
+    if "skipped" in split:
+        return split
+    fitted = [_fit_predict(law, data, train, fold) for train, fold in zip(split["trains"], split["folds"])]
+    return _kfold_result(law, data, split, fitted)
 
 
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def heldout(law: Law, data: Any, k: int = 5, seed: int = 0, scale_col: str | None = "scale") -> dict:
-    return {"leave_one_scale_out": leave_one_scale_out(law, data, scale_col),
-            "kfold": kfold(law, data, k, seed) if k else None}
+def heldout(law: Law, data: Any, k: int = 5, seed: int = 0, scale_col: str | None = "scale",
+            workers: int = 1) -> dict:
+    """Leave-one-scale-out and (``k`` > 0) k-fold errors; their refits run in ``workers`` processes."""
+    loso = _loso_split(law, data, scale_col)
+    folds = _kfold_split(law, data, k, seed) if k else None
+    tasks = [] if "skipped" in loso else [(law, data, loso["train_idx"], loso["test_idx"])]
+    if folds is not None and "skipped" not in folds:
+        tasks += [(law, data, train, fold) for train, fold in zip(folds["trains"], folds["folds"])]
+    fitted = run_tasks(_fit_predict, tasks, workers, f"held-out refits ({len(tasks)} full fits)")
+    if "skipped" not in loso:
+        loso, fitted = _loso_result(law, data, loso, fitted[0]), fitted[1:]
+    if folds is not None and "skipped" not in folds:
+        folds = _kfold_result(law, data, folds, fitted)
+    return {"leave_one_scale_out": loso, "kfold": folds}
 
 
