@@ -57,6 +57,11 @@ def test_manifest_and_shards(built):
         arr = np.fromfile(built / "tokens" / f"{split}.bin", dtype=np.uint16)
         assert arr.size == m["tokens"][split]
         assert (arr == 0).sum() == stats["documents"][split] and arr[-1] == 0
+    # the unigram entropy: of the training split's token frequencies, between 0 and log(vocab)
+    freq = np.bincount(np.fromfile(built / "tokens" / "train.bin", dtype=np.uint16)) / m["tokens"]["train"]
+    freq = freq[freq > 0]
+    assert m["unigram_entropy_nats"] == pytest.approx(float(-(freq * np.log(freq)).sum()), rel=1e-12)
+    assert 0 < m["unigram_entropy_nats"] < np.log(m["vocab_size"])
     # shard = concatenation of encode(doc) + EOT over the parquet's documents
     tok = load_tokenizer(built / "tokenizer.json")
     docs = pq.read_table(built / "text" / "val.parquet").column("text").to_pylist()

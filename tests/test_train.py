@@ -23,10 +23,11 @@ from sparsescale.train import TrainingDiverged, lr_at, run_training, validate_sp
 torch.set_num_threads(1)
 
 VOCAB = 64
+VAL_TOKENS = 4_000
 STEP_COLUMNS = ["step", "tokens", "lr", "train_loss", "val_loss", "density", "n_nonzero", "compute", "n_avg"]
 
 
-def write_shards(path: Path, vocab: int = VOCAB, n_train: int = 60_000, n_val: int = 4_000, seed: int = 0) -> Path:
+def write_shards(path: Path, vocab: int = VOCAB, n_train: int = 60_000, n_val: int = VAL_TOKENS, seed: int = 0) -> Path:
     """A learnable token stream (order-1 Markov, 3 successors per token) as shards + manifest."""
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -157,7 +158,11 @@ def test_global_run_outputs(shards, tmp_path):
     # val loss only at eval steps and the last one
     evals = frame.loc[frame["val_loss"].notna(), "step"].tolist()
     assert evals == [20, 40, 60, 80, steps_n]
-    assert m["final_val_loss"] == frame["val_loss"].iloc[-1] < math.log(VOCAB)
+    # the final loss is measured on every window of the validation split, with its standard error
+    seq_len = m["spec"]["training"]["seq_len"]
+    assert m["final_val_tokens"] == (VAL_TOKENS // (seq_len + 1)) * seq_len
+    assert m["final_val_loss"] < math.log(VOCAB) and abs(m["final_val_loss"] - frame["val_loss"].iloc[-1]) < 0.2
+    assert 0 < m["final_val_loss_se"] < 0.05 and 0 < m["final_val_loss_se_window"] < 0.2
     assert m["epochs"] == pytest.approx(steps_n * 256 / 60_000)
     # compute-basis schedule: pruning starts near 25% of compute
     c = frame["compute"].to_numpy()

@@ -63,6 +63,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "grad_clip": 1.0,
     "eval_every": 50,
     "eval_windows": 32,
+    "final_eval_tokens": None,
     "checkpoint_every": 200,
     "log_every": 50,
     "compile": False,
@@ -168,6 +169,9 @@ def _validate_training(training: Any) -> dict:
         raise InputError(f"spec.training.compile: must be true or false, got {t['compile']!r}")
     if t["device"] not in ("auto", "cpu", "cuda"):
         raise InputError(f"spec.training.device: must be auto, cpu or cuda, got {t['device']!r}")
+    if t["final_eval_tokens"] is not None and (not _is_int(t["final_eval_tokens"]) or t["final_eval_tokens"] < t["seq_len"]):
+        raise InputError(f"spec.training.final_eval_tokens: must be an integer >= seq_len ({t['seq_len']}) or null "
+                         f"(the whole validation split), got {t['final_eval_tokens']!r}")
     if t["micro_batch_size"] is not None and (not _is_int(t["micro_batch_size"]) or t["micro_batch_size"] < 1):
         raise InputError(f"spec.training.micro_batch_size: must be a positive integer or null, got {t['micro_batch_size']!r}")
     if t["peak_flops"] is not None and (not _is_num(t["peak_flops"]) or t["peak_flops"] <= 0):
@@ -293,18 +297,40 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, device: torch.device) -> float:
     """Mean next-token loss over fixed windows (all windows have the same length)."""
+    return evaluate_precisely(model, xs, ys, batch_size, device)["loss"]
+
+
+@torch.no_grad()
+def evaluate_precisely(model: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor, batch_size: int,
+                       device: torch.device) -> dict:
+    """Mean next-token loss over fixed windows and its standard errors.
+
+    ``se_token``: from the scatter of per-token losses (tokens taken as independent);
+    ``se_window``: from the scatter of per-window means, which also counts that tokens of
+    one window (one document) are alike, so it is the larger and more cautious of the two.
+    """
     was_training = model.training
     model.eval()
-    total, rows = 0.0, 0
+    window_means = []
+    total, total_sq, count = 0.0, 0.0, 0
     for i in range(0, xs.shape[0], batch_size):
         x = xs[i : i + batch_size].to(device, non_blocking=True)
         y = ys[i : i + batch_size].to(device, non_blocking=True)
         with _autocast(device):
-            loss = model(x, y)
-        total += float(loss) * x.shape[0]
-        rows += x.shape[0]
+            logits = model(x)
+        losses = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").double()
+        total += float(losses.sum())
+        total_sq += float((losses * losses).sum())
+        count += losses.numel()
+        window_means.append(losses.view(x.shape[0], -1).mean(dim=1).cpu())
     model.train(was_training)
-    return total / rows
+    mean = total / count
+    per_window = torch.cat(window_means)
+    n_windows = per_window.numel()
+    token_var = max(total_sq / count - mean * mean, 0.0) * count / max(count - 1, 1)
+    return {"loss": mean, "tokens": count, "windows": n_windows, "se_token": math.sqrt(token_var / count),
+            "se_window": float(per_window.std() / math.sqrt(n_windows)) if n_windows > 1 else float("nan")}
 
 
 def _autocast(device: torch.device):
@@ -494,6 +520,11 @@ def run_training(
             model = torch.compile(model)
 
         val_x, val_y = shards.fixed_windows("val", tr["eval_windows"], seq_len, seed=0)
+        # the final loss: a large fixed set of windows (the whole split by default), the same
+        # tokens for every run of the corpus, so schedules compare on identical text
+        final_windows = shards.fixed_windows(
+            "val", shards.num_tokens("val") if tr["final_eval_tokens"] is None else -(-tr["final_eval_tokens"] // seq_len),
+            seq_len, seed=0)
         events = dict(schedule.events)
         n_nonzero = pruner.n_nonzero_prunable()
         compute = rows[-1]["compute"] if rows else 0.0
@@ -598,10 +629,11 @@ def run_training(
         if total_steps in events:  # an event at the very end of training
             pruner.prune_to(events[total_steps], optimizer)
             n_nonzero = pruner.n_nonzero_prunable()
-        final_val = evaluate(raw, val_x, val_y, batch_size, device)
+        final_eval = evaluate_precisely(raw, *final_windows, batch_size, device)
+        final_val = final_eval["loss"]
         if not math.isfinite(final_val):
             raise TrainingDiverged(f"non-finite final validation loss ({final_val}) at step {total_steps}")
-        rows[-1]["val_loss"] = final_val
+        rows[-1]["val_loss"] = evaluate(raw, val_x, val_y, batch_size, device)  # the curve stays on its windows
         loop_s = time.perf_counter() - t0
         wall_s = elapsed_before + loop_s
 
@@ -626,7 +658,9 @@ def run_training(
             "target_sparsity": target, "start": pr["start"], "end": pr["end"],
             "start_step": schedule.start_step if schedule.events else None,
             "end_step": schedule.end_step if schedule.events else None,
-            "final_val_loss": final_val, "final_train_loss": rows[-1]["train_loss"],
+            "final_val_loss": final_val, "final_val_loss_se": final_eval["se_token"],
+            "final_val_loss_se_window": final_eval["se_window"], "final_val_tokens": final_eval["tokens"],
+            "final_train_loss": rows[-1]["train_loss"],
             "n_prunable": n_prunable, "n_final": n_final, "n_avg": rows[-1]["n_avg"],
             "n_embedding": counts["n_embedding"], "n_embedding_nonzero": _embedding_nonzero(pruner, counts),
             "n_total": counts["n_total"], "tokens": tokens, "budget_tokens": budget_tokens, "steps": total_steps,

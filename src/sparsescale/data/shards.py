@@ -120,6 +120,13 @@ def write_token_dir(
     return manifest
 
 
+def unigram_entropy(counts: np.ndarray) -> float:
+    """Entropy (nats per token) of the token frequencies: the loss of a model that knows
+    only how often each token occurs, the bar every trained model must sit well below."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 # --------------------------------------------------------------------------- tokenising
 MAX_PIECE_CHARS = 1 << 20  # longer documents are encoded in pieces cut at newlines
 
@@ -215,6 +222,7 @@ def build_shards(
     stats_path = text_dir / "stats.json"
     stats = read_json(stats_path) if stats_path.is_file() else {}
     counts, docs, hashes = {}, {}, {}
+    unigram = np.zeros(vocab_size, dtype=np.int64)
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         for split in SPLITS:
@@ -224,7 +232,10 @@ def build_shards(
             n_docs, last_log = 0, time.perf_counter()
             try:
                 for batch in iter_text_batches(text_dir / f"{split}.parquet", batch_docs, batch_chars):
-                    writer.write(encode_docs(tok, batch, eot_id))
+                    ids = encode_docs(tok, batch, eot_id)
+                    writer.write(ids)
+                    if split == "train":
+                        unigram += np.bincount(ids, minlength=vocab_size)
                     n_docs += len(batch)
                     now = time.perf_counter()
                     if now - last_log >= log_every_s:
@@ -251,6 +262,7 @@ def build_shards(
             "documents": docs,
             "sha256": hashes,
             "entropy_rate_nats": stats.get("entropy_rate_nats"),
+            "unigram_entropy_nats": unigram_entropy(unigram),
             "bytes_per_token": {
                 s: (text_bytes[s] / counts[s]) if isinstance(text_bytes, dict) and s in text_bytes else None
                 for s in SPLITS
