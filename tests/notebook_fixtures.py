@@ -111,12 +111,24 @@ def make_runs(seed: int = 0, penalty_25_75: float = 0.0):
     return pd.DataFrame(runs), pd.concat(steps, ignore_index=True)
 
 
-def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None):
-    fit = {"law": law, "params": params,
+def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None, runs=None, predict=None):
+    """A fit JSON. With ``runs`` and ``predict`` (the law on those runs), held-out blocks carry
+    per-run predictions (s2, the largest scale with sparse runs, for leave-one-scale-out; all
+    for k-fold);
+    bootstrap refits are ``params`` scattered by ``ci_rel / 4``."""
+    rng = np.random.default_rng(len(query))
+    samples = [{k: v * (1 + rng.normal(0, ci_rel / 4)) for k, v in params.items()} for _ in range(40)]
+    fit = {"law": law, "params": params, "status": {"usable": True, "reasons": [], "at_bounds": []},
            "ci": {k: [v * (1 - ci_rel), v * (1 + ci_rel)] for k, v in params.items()},
+           "bootstrap": {"n_boot": len(samples), "n_failed": 0, "samples": samples},
            "fit_loss": 1e-4, "n_points": n_points, "query": query, "columns": columns, "dropped": [],
-           "heldout": {"leave_one_scale_out": {"mae": loso, "rmse": loso * 1.3, "mae_ci": [loso * 0.8, loso * 1.2]},
+           "heldout": {"leave_one_scale_out": {"mae": loso, "rmse": loso * 1.3, "held_out_scale": "s2"},
                        "kfold": {"mae": kfold, "rmse": kfold * 1.3, "k": 5}}}
+    if runs is not None:
+        for kind, rows in (("leave_one_scale_out", runs[runs["scale"] == "s2"]), ("kfold", runs)):
+            fit["heldout"][kind]["predictions"] = [
+                {"run_id": r, "observed": float(o), "predicted": float(q)}
+                for r, o, q in zip(rows["run_id"], rows["final_val_loss"], predict(rows))]
     if units:
         fit["units"] = units
     return fit
@@ -160,8 +172,10 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
     syn["E"] = ENTROPY * (1 + entropy_offset)
     cols = lambda n: {"n": n, "d": "tokens", "loss": "final_val_loss"}  # noqa: E731
     return {
-        "average_params": _fit("average-params", avg, 0.08, std_q, cols("n_avg"), 0.012, 0.010, len(std)),
-        "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std)),
+        "average_params": _fit("average-params", avg, 0.08, std_q, cols("n_avg"), 0.012, 0.010, len(std), runs=std,
+                               predict=lambda r: _chin(avg, r["n_avg"], r["tokens"])),
+        "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std), runs=std,
+                             predict=lambda r: _chin(fin, r["n_final"], r["tokens"])),
         "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense)),
         "sparsity": _fit("sparsity", spa, 0.2, uni_q, {"s": "sparsity", **cols("n_final")}, 0.02, 0.02, len(uni),
                          units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"}),

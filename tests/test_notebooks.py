@@ -17,7 +17,8 @@ EXPECTED_FIGURES = {
     "training_curves": ["val_loss_vs_tokens_stdlib", "val_loss_vs_compute_stdlib", "val_loss_vs_tokens_synthetic",
                         "val_loss_vs_compute_synthetic"],
     "when_to_prune": ["heatmap_stdlib_tpp20", "gap_25_75"],
-    "average_params_law": ["predicted_vs_observed", "residuals", "loss_vs_nbar", "heldout_error"],
+    "average_params_law": ["predicted_vs_observed", "residuals", "loss_vs_nbar", "heldout_error",
+                           "dense_law_on_sparse_runs"],
     "sparsity_law": ["predicted_vs_observed", "loss_vs_sparsity", "optimal_sparsity_contours",
                      "optimal_sparsity_vs_data", "nm_vs_unstructured"],
     "against_papers": ["claims_overview"],
@@ -27,14 +28,17 @@ EXPECTED_TABLES = {
     "schedules": {"planned_vs_achieved": (["schedule", "planned_sparsity", "achieved_mean", "mean_density"], 20)},
     "training_curves": {"final_loss": (["corpus", "scale", "budget", "family", "loss", "delta_vs_dense"], None)},
     "when_to_prune": {"ranking": (["scale", "target_sparsity", "rank", "start", "duration", "loss", "gap_to_best"], 32),
-                      "claim_25_75": (["scale", "target_sparsity", "best_schedule", "gap", "rank", "margin_abs",
-                                       "within_margin"], 4)},
+                      "claim_25_75": (["scale", "target_sparsity", "best_schedule", "gap", "gap_se", "rank",
+                                       "margin_abs", "within_margin", "boot_low", "boot_high", "bootstrap_within"], 4)},
     "average_params_law": {"heldout_errors": (["law", "loso_mae", "loso_rmse", "kfold_mae", "mae_on_shared_runs"], 3),
-                           "coefficients": (["law", "parameter", "value", "ci_low", "ci_high"], 20)},
+                           "coefficients": (["law", "parameter", "value", "ci_low", "ci_high"], 20),
+                           "claim_analyses": (["analysis", "decision", "numbers", "value", "interval_low",
+                                               "interval_high"], 3)},
     "sparsity_law": {"coefficients": (["parameter", "value", "ci_low", "ci_high", "paper B T5/C4"], 7),
                      "optimal_sparsity_trend": (["n_nonzero", "compute", "s_opt"], None),
                      "nm_vs_unstructured": (["scale", "nm_loss", "unstructured_loss", "nm_minus_unstructured"], 2)},
     "against_papers": {"verdicts": (["claim", "our result", "papers' result", "margin", "verdict"], 4),
+                       "analyses": (["claim", "analysis", "decision", "numbers"], 8),
                        "scale": (["study", "models / data"], 3),
                        "coefficients_vs_published": (["parameter", "ours", "published"], 12)},
 }
@@ -79,6 +83,9 @@ def _assert_real_png(path: Path):
 def test_verdicts_on_fixture(executed):
     verdicts = pd.read_csv(executed["out"]["against_papers"] / "tables" / "verdicts.csv")
     assert list(verdicts["verdict"]) == ["reproduced"] * 4
+    analyses = pd.read_csv(executed["out"]["against_papers"] / "tables" / "analyses.csv")
+    assert sorted(analyses.groupby("claim").size()) == [1, 2, 2, 3]  # entropy; prune, sparsity; N-bar
+    assert set(analyses["decision"]) == {"reproduced"}
     summary = (executed["out"]["against_papers"] / "tables" / "SUMMARY.md").read_text()
     assert summary.count("**reproduced**") == 4
 
@@ -106,7 +113,7 @@ def test_missing_inputs_give_notes_not_broken_figures(executed):
     assert not list((out["sparsity_law_bare"] / "figures").glob("optimal_sparsity*.png"))
     verdicts = pd.read_csv(out["against_papers_bare"] / "tables" / "verdicts.csv")
     assert verdicts.loc[0, "verdict"] == "reproduced"  # from runs only
-    assert list(verdicts.loc[1:, "verdict"]) == ["inconclusive at this scale"] * 3
+    assert list(verdicts.loc[1:, "verdict"]) == ["not tested"] * 3
     _assert_real_png(out["against_papers_bare"] / "figures" / "claims_overview.png")
     assert not list((out["training_curves_bare"] / "figures").glob("*.png"))
     assert "No validation losses" in (out["training_curves_bare"] / "training_curves.html").read_text()

@@ -9,6 +9,7 @@ from sparsescale.io import InputError
 # Rules call the package from this checkout, with the `python` of the activated venv or of
 # the rule's conda env (--sdm conda), which holds the dependencies but not the package.
 SPARSESCALE = "PYTHONPATH=src python -m sparsescale"
+COMPILE_CACHE = "results/cache/torch-compile"
 
 try:
     STUDY = study.resolve(config)
@@ -48,11 +49,13 @@ def run_files(name):
 
 
 def train_launcher():
-    """Training runs data-parallel under torchrun when a job gets several GPUs."""
+    """Training runs data-parallel under torchrun when a job gets several GPUs. With
+    training.compile, every job of a shape reuses one persistent compile cache."""
+    cache = f"TORCHINDUCTOR_CACHE_DIR={COMPILE_CACHE} "
     gpus = resource("train", "gpus", 0)
     if gpus > 1:
-        return f"PYTHONPATH=src torchrun --standalone --nproc_per_node={gpus} -m sparsescale"
-    return SPARSESCALE
+        return f"{cache}PYTHONPATH=src torchrun --standalone --nproc_per_node={gpus} -m sparsescale"
+    return cache + SPARSESCALE
 
 
 def resource(family, key, default):

@@ -1,8 +1,12 @@
 rule notebook:
     input:
         template="notebooks/{notebook}.ipynb",
-        # the plotting and verdict helpers the templates import: a change redraws every figure
-        helpers="src/sparsescale/figures.py",
+        # the reading, claim and drawing helpers the templates import: a change redraws every figure
+        helpers=[
+            "src/sparsescale/results.py",
+            "src/sparsescale/claims.py",
+            "src/sparsescale/figures.py",
+        ],
         runs=rules.aggregate.output.runs_csv,
         steps=rules.aggregate.output.steps,
         fits=expand(rules.fit_laws.output[0], fit=FITS),

@@ -141,7 +141,8 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
         "n_points": law.n_points,
         "ci": boot["ci"] if boot else {},
         "ci_level": ci_level if boot else None,
-        "bootstrap": ({k: boot[k] for k in ("n_boot", "n_failed", "level", "method")} | {"seed": seed})
+        "bootstrap": ({k: boot[k] for k in ("n_boot", "n_failed", "level", "method")}
+                      | {"seed": seed, "samples": boot["samples"].to_dict("records")})
         if boot else None,
         "heldout": held,
         "columns": {"N": columns["N"], "D": columns["D"], "loss": columns["L"],

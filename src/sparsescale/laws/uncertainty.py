@@ -7,6 +7,7 @@
   usual cheap refit and keeps B = 1000 practical.
 - ``leave_one_scale_out``: fit on every smaller scale, predict the largest.
 - ``kfold``: k-fold cross-validation (seeded shuffle); out-of-fold MAE and RMSE in loss.
+Both also return every held-out run's observed and predicted loss (``predictions``).
 Held-out fits rerun the law's full fitting procedure (no warm start), so nothing from the
 held-out points leaks into the fit.
 
@@ -127,6 +128,13 @@ def _errors(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
             "bias": float(np.mean(err)), "max_abs": float(np.max(np.abs(err)))}
 
 
+def _predictions(data: Any, rows: np.ndarray, obs: np.ndarray, pred: np.ndarray) -> list[dict]:
+    """Per-run held-out predictions (keyed by run_id where the table has one), so a later
+    analysis can compare two laws run by run."""
+    ids = data["run_id"].to_numpy()[rows] if isinstance(data, pd.DataFrame) and "run_id" in data.columns else rows
+    return [{"run_id": _plain(i), "observed": float(o), "predicted": float(p)} for i, o, p in zip(ids, obs, pred)]
+
+
 def scale_groups(data: Any, law: Law, scale_col: str | None = "scale") -> tuple[str, np.ndarray, list]:
     """The scale of each row and the scales ordered smallest to largest.
 
@@ -170,9 +178,11 @@ def _loso_split(law: Law, data: Any, scale_col: str | None) -> dict:
 
 def _loso_result(law: Law, data: Any, split: dict, fitted: tuple[dict, np.ndarray]) -> dict:
     params, pred = fitted
-    out = _errors(pred, law.extract(subset(data, split["test_idx"]))["L"])
+    obs = law.extract(subset(data, split["test_idx"]))["L"]
+    out = _errors(pred, obs)
     out.update({k: v for k, v in split.items() if not k.endswith("_idx")})
-    out.update({"n_train": int(len(split["train_idx"])), "n_test": int(len(split["test_idx"])), "fit_params": params})
+    out.update({"n_train": int(len(split["train_idx"])), "n_test": int(len(split["test_idx"])), "fit_params": params,
+                "predictions": _predictions(data, split["test_idx"], obs, pred)})
     return out
 
 
@@ -202,8 +212,10 @@ def _kfold_result(law: Law, data: Any, split: dict, fitted: list[tuple[dict, np.
     pred = np.full(split["n"], np.nan)
     for fold, (_, fold_pred) in zip(split["folds"], fitted):
         pred[fold] = fold_pred
-    out = _errors(pred, law.extract(data)["L"])
-    out.update({"k": split["k"], "n": split["n"], "seed": split["seed"]})
+    obs = law.extract(data)["L"]
+    out = _errors(pred, obs)
+    out.update({"k": split["k"], "n": split["n"], "seed": split["seed"],
+                "predictions": _predictions(data, np.arange(split["n"]), obs, pred)})
     return out
 
 

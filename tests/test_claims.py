@@ -1,0 +1,246 @@
+"""The claims' analyses and verdicts, on run tables and fits with known effects."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparsescale import claims as C
+from sparsescale import results as R
+from sparsescale.laws.cli import fit_table
+from sparsescale.laws.synthetic import runs_table
+
+WINDOWS = [(0.0, 0.75), (0.25, 0.75), (0.5, 0.75), (0.0, 1.0)]
+
+
+# ---------------------------------------------------------------------------------------- verdicts
+
+
+@pytest.mark.parametrize("decisions,verdict", [
+    ([C.REPRODUCED, C.REPRODUCED], C.REPRODUCED),
+    ([C.NOT_REPRODUCED, C.NOT_REPRODUCED, C.NOT_TESTED], C.NOT_REPRODUCED),
+    ([C.REPRODUCED, C.NOT_REPRODUCED], C.UNSTABLE),
+    ([C.REPRODUCED, C.NOT_REPRODUCED, C.UNDERPOWERED], C.UNSTABLE),  # disagreement outranks missing power
+    ([C.REPRODUCED, C.UNDERPOWERED], C.UNDERPOWERED),
+    ([C.UNSTABLE, C.REPRODUCED], C.UNSTABLE),
+    ([C.NOT_TESTED, C.NOT_TESTED], C.NOT_TESTED),
+])
+def test_verdict_combines_the_analyses(decisions, verdict):
+    assert C.combine(decisions) == verdict
+
+
+# ---------------------------------------------------------------------------------------- when to prune
+
+
+def grid_runs(true_loss: dict, seeds: int, seed_sd: float, pair_sd: float, rng_seed: int = 0,
+              scale: str = "s1") -> pd.DataFrame:
+    """Global geometric runs of one group: loss = schedule effect + a shared per-seed offset
+    (same init and batches for every schedule of a seed) + a small per-run residual."""
+    rng = np.random.default_rng(rng_seed)
+    offsets = rng.normal(0, seed_sd, seeds)
+    rows = []
+    for (start, end), loss in true_loss.items():
+        for seed in range(seeds):
+            rows.append({"corpus": "c", "budget": "b", "scale": scale, "target_sparsity": 0.8, "method": "global",
+                         "shape": "geometric", "start": start, "end": end, "seed": seed,
+                         "final_val_loss": loss + offsets[seed] + rng.normal(0, pair_sd)})
+    return pd.DataFrame(rows)
+
+
+def test_paired_gap_sees_through_seed_to_seed_spread():
+    """Seeds differ by ~0.1 nats, schedules by 0.05: both analyses call 25%-75% clearly worse."""
+    runs = grid_runs(dict(zip(WINDOWS, [5.00, 5.05, 5.02, 5.08])), seeds=4, seed_sd=0.1, pair_sd=0.002)
+    claim = C.when_to_prune(runs, margin=0.002)
+    row = claim.detail.iloc[0]
+    assert row["best_schedule"] == "0%→75%" and row["rank"] == 3
+    assert row["gap"] == pytest.approx(0.05, abs=0.006) and row["gap_se"] < 0.004
+    assert row["boot_low"] > row["margin_abs"]
+    assert [a.decision for a in claim.analyses] == [C.NOT_REPRODUCED, C.NOT_REPRODUCED]
+    assert claim.verdict == C.NOT_REPRODUCED
+
+
+def test_within_the_margin_is_reproduced_by_both_analyses():
+    runs = grid_runs(dict(zip(WINDOWS, [5.00, 5.004, 5.02, 5.08])), seeds=3, seed_sd=0.1, pair_sd=0.001)
+    claim = C.when_to_prune(runs, margin=0.002)
+    assert claim.detail.iloc[0]["gap"] <= claim.detail.iloc[0]["margin_abs"]
+    assert claim.verdict == C.REPRODUCED
+
+
+def test_a_gap_the_seeds_disagree_on_is_underpowered_with_its_numbers():
+    """Beyond the margin on average, but the seeds disagree (gaps 0.00 and 0.06)."""
+    per_seed = {(0.0, 0.75): [5.00, 5.00], (0.25, 0.75): [5.00, 5.06], (0.5, 0.75): [5.05, 5.05]}
+    runs = pd.DataFrame([{"corpus": "c", "budget": "b", "scale": "s1", "target_sparsity": 0.5, "method": "global",
+                          "shape": "geometric", "start": st, "end": en, "seed": seed, "final_val_loss": loss}
+                         for (st, en), losses in per_seed.items() for seed, loss in enumerate(losses)])
+    claim = C.when_to_prune(runs, margin=0.002)
+    row = claim.detail.iloc[0]
+    assert row["gap"] == pytest.approx(0.03) and 2 * row["gap_se"] > row["margin_abs"]
+    assert claim.analyses[0].decision == C.UNDERPOWERED == claim.verdict
+    assert f"2 s.e. {2 * row['gap_se']:.4f}" in claim.ours and f"margin {row['margin_abs']:.4f}" in claim.ours
+
+
+def test_one_seed_gives_no_error_so_no_verdict():
+    runs = grid_runs(dict(zip(WINDOWS, [5.00, 5.05, 5.02, 5.08])), seeds=1, seed_sd=0.0, pair_sd=0.0)
+    claim = C.when_to_prune(runs, margin=0.002)
+    assert np.isnan(claim.detail.iloc[0]["gap_se"]) and claim.verdict == C.UNDERPOWERED
+
+
+def test_groups_that_disagree_make_the_claim_unstable():
+    near = grid_runs(dict(zip(WINDOWS, [5.00, 5.001, 5.02, 5.08])), seeds=4, seed_sd=0.05, pair_sd=0.001, scale="s1")
+    far = grid_runs(dict(zip(WINDOWS, [5.00, 5.06, 5.02, 5.08])), seeds=4, seed_sd=0.05, pair_sd=0.001, scale="s2")
+    claim = C.when_to_prune(pd.concat([near, far]), margin=0.002)
+    assert list(claim.detail["paired"]) == [C.REPRODUCED, C.NOT_REPRODUCED]
+    assert claim.verdict == C.UNSTABLE
+
+
+def test_the_bootstrap_keeps_seeds_paired():
+    """Seeds differ by 0.5 nats, schedules by exactly 0.03: every resample keeps the pairing,
+    so its gap is 0.03 however the seeds are drawn."""
+    true = dict(zip(WINDOWS, [5.00, 5.03, 5.05, 5.08]))
+    row = C.when_to_prune(grid_runs(true, seeds=5, seed_sd=0.5, pair_sd=0.0), margin=0.002).detail.iloc[0]
+    assert row["boot_low"] == pytest.approx(0.03) and row["boot_high"] == pytest.approx(0.03)
+
+
+# ---------------------------------------------------------------------------------------- N-bar law
+
+
+def _ladder(law: str, seed: int = 0, noise: float = 0.01) -> pd.DataFrame:
+    runs = runs_table(law, seed=seed, noise=noise, n_prunable=(2e6, 6e6, 2e7, 6e7),
+                      tokens_per_param=(10, 20, 80), sparsities=(0.0, 0.5, 0.8))
+    runs["corpus"] = "c"
+    return runs
+
+
+@functools.cache
+def _study(law: str) -> tuple[pd.DataFrame, dict]:
+    """A ladder whose losses follow ``law`` and the three fits the claim reads (each fitted once)."""
+    runs = _ladder(law)
+    query = "corpus == 'c'"
+    options = {"bootstrap": 0, "n_refine": 32}
+    return runs, {"dense_only": fit_table(runs, "chinchilla", query="method == 'dense'", kfold=0, **options),
+                  "average_params": fit_table(runs, "average-params", query=query, kfold=4, **options),
+                  "final_params": fit_table(runs, "chinchilla", query=query, kfold=4, **options)}
+
+
+def _nbar_study(law: str) -> tuple[pd.DataFrame, dict]:
+    runs, fits = _study(law)
+    return runs, copy.deepcopy(fits)
+
+
+def test_sparse_runs_that_follow_nbar_reproduce_the_claim_three_ways():
+    runs, fits = _nbar_study("average-params")
+    claim = C.average_params_law(runs, fits)
+    assert [a.name for a in claim.analyses] == ["dense-only law on sparse runs", "leave one scale out", "k-fold"]
+    assert all(a.decision == C.REPRODUCED and a.interval[1] <= 0.9 for a in claim.analyses), claim.ours
+    assert claim.verdict == C.REPRODUCED
+
+
+def test_sparse_runs_that_follow_final_n_do_not():
+    runs, fits = _nbar_study("chinchilla")
+    claim = C.average_params_law(runs, fits)
+    assert all(a.decision == C.NOT_REPRODUCED and a.interval[0] > 0.9 for a in claim.analyses), claim.ours
+    assert claim.verdict == C.NOT_REPRODUCED
+
+
+def test_dense_only_transfer_uses_nbar_and_final_n_of_the_same_sparse_runs():
+    runs, fits = _nbar_study("average-params")
+    transfer = C.average_params_law(runs, fits).analyses[0]
+    assert "24 sparse runs" in transfer.numbers and "12 dense runs" in transfer.numbers
+    sparse = runs[runs["method"] != "dense"]
+    dense_law = fits["dense_only"]["params"]
+    for col in ("n_avg", "n_final"):
+        assert f"{np.abs(R.chinchilla_predict(dense_law, sparse[col], sparse['tokens']) - sparse['final_val_loss']).mean():.4f}" in transfer.numbers
+
+
+def test_noisy_few_runs_are_underpowered_and_disagreeing_analyses_unstable():
+    runs, fits = _nbar_study("average-params")
+    # held-out predictions where the two laws err alike: an interval around 1 that reaches 0.9
+    rng = np.random.default_rng(0)
+    for role in ("average_params", "final_params"):
+        block = fits[role]["heldout"]["kfold"]
+        block["predictions"] = [{**p, "predicted": p["observed"] + rng.normal(0, 0.05)} for p in block["predictions"]]
+    claim = C.average_params_law(runs, fits)
+    assert claim.analyses[2].decision == C.UNDERPOWERED
+    assert claim.analyses[2].interval[0] <= 0.9 < claim.analyses[2].interval[1]
+    assert claim.verdict == C.UNDERPOWERED
+    # leave-one-scale-out now says the opposite of the dense-only transfer: unstable
+    block = fits["average_params"]["heldout"]["leave_one_scale_out"]
+    block["predictions"] = [{**p, "predicted": p["observed"] + 1.0} for p in block["predictions"]]
+    assert C.average_params_law(runs, fits).verdict == C.UNSTABLE
+
+
+def test_missing_fits_mean_not_tested():
+    claim = C.average_params_law(_ladder("average-params"), {})
+    assert claim.verdict == C.NOT_TESTED
+
+
+# ---------------------------------------------------------------------------------------- optimal sparsity
+
+RISING = {"a_S": 3.0, "b_S": 0.8, "c_S": 0.5, "b_N": 0.3, "a_D": 3e7, "b_D": 0.35, "c": 1.5}
+
+
+def _sparsity_fit(params: dict, spread: float = 0.0, n: int = 60, usable: bool = True) -> tuple[pd.DataFrame, dict]:
+    runs = runs_table("sparsity", params, seed=0, noise=0.0, n_prunable=(2e6, 6e6, 2e7))
+    runs["corpus"] = "c"
+    rng = np.random.default_rng(0)
+    samples = [{k: v * float(np.exp(rng.normal(0, spread))) for k, v in params.items()} for _ in range(n)]
+    status = {"usable": usable, "reasons": [] if usable else ["exponent b_S = 5 sits on its bound"], "at_bounds": []}
+    return runs, {"law": "sparsity", "params": params, "query": "corpus == 'c'", "status": status,
+                  "columns": {"N": "n_final", "D": "tokens", "S": "sparsity", "loss": "final_val_loss"},
+                  "bootstrap": {"samples": samples}}
+
+
+def test_rising_optimal_sparsity_with_a_tight_bootstrap_is_reproduced():
+    runs, fit = _sparsity_fit(RISING, spread=0.01)
+    claim = C.optimal_sparsity_rises(runs, {"sparsity": fit})
+    assert (claim.detail["change"] > 0.05).all() and (claim.detail["change_low"] > 0.05).all()
+    assert claim.verdict == C.REPRODUCED
+
+
+def test_a_wide_bootstrap_is_underpowered():
+    runs, fit = _sparsity_fit(RISING, spread=0.6)
+    claim = C.optimal_sparsity_rises(runs, {"sparsity": fit})
+    assert claim.analyses[0].decision == C.REPRODUCED
+    assert claim.analyses[1].decision == C.UNDERPOWERED == claim.verdict
+
+
+def test_no_gain_from_sparsity_is_not_reproduced():
+    runs, fit = _sparsity_fit({**RISING, "a_S": 1e-9}, spread=0.01)
+    claim = C.optimal_sparsity_rises(runs, {"sparsity": fit})
+    assert np.allclose(claim.detail["change"], 0) and claim.verdict == C.NOT_REPRODUCED
+
+
+def test_an_unusable_fit_is_underpowered_and_says_why():
+    runs, fit = _sparsity_fit(RISING, usable=False)
+    claim = C.optimal_sparsity_rises(runs, {"sparsity": fit})
+    assert claim.verdict == C.UNDERPOWERED and "sits on its bound" in claim.ours
+
+
+def test_the_change_is_read_over_64x_compute():
+    runs, fit = _sparsity_fit(RISING)
+    trend = C.sopt_trend(runs, fit)
+    for _, g in trend.groupby("n_nonzero"):
+        assert g["compute"].max() / g["compute"].min() == pytest.approx(64.0)
+
+
+# ---------------------------------------------------------------------------------------- entropy
+
+
+@pytest.mark.parametrize(
+    "E,best_run,verdict",
+    [(1.95, 2.00, C.REPRODUCED),  # within 5% and closer to H than any run
+     (1.97, 1.95, C.UNDERPOWERED),  # within 5%, but a run is already closer: the law added nothing
+     (1.50, 2.00, C.NOT_REPRODUCED)],
+)
+def test_entropy_verdict_needs_the_law_to_extrapolate(E, best_run, verdict):
+    H = 1.92
+    runs = pd.DataFrame({"corpus": ["syn", "syn", "text"], "final_val_loss": [best_run + 0.1, best_run, 1.0]})
+    fit = {"query": "corpus == 'syn'", "law": "chinchilla", "params": {"E": E, "A": 1, "B": 1, "alpha": 1, "beta": 1},
+           "ci": {"E": [E - 0.01, E + 0.01]}}
+    claim = C.entropy_matches(runs, {"synthetic": fit}, {"syn": H})
+    assert claim.verdict == verdict
+    assert f"best run {best_run:.4f}" in claim.ours
