@@ -150,7 +150,9 @@ def fit_roles():
 def notebook_helpers(wildcards):
     """The package modules a template imports: the plotting and verdict helpers, and its own."""
     own = {"cost": ["cost.py"]}.get(wildcards.notebook, [])
-    return [workflow_file(f"src/sparsescale/{module}") for module in ["figures.py", *own]]
+    return [
+        workflow_file(f"src/sparsescale/{module}") for module in ["figures.py", *own]
+    ]
 
 
 def notebook_options(wildcards, input):
