@@ -38,8 +38,9 @@ EXPECTED_TABLES = {
     "against_papers": {"verdicts": (["claim", "our result", "papers' result", "margin", "verdict"], 4),
                        "scale": (["study", "models / data"], 3),
                        "coefficients_vs_published": (["parameter", "ours", "published"], 12)},
-    "cost": {"cost_law": (["law", "parameter", "value", "se", "ci_low", "ci_high", "r2", "heldout_rel_error"], 5),
-             "cost_extrapolation": (["times_largest", "predicted_s", "low_s", "high_s"], 4),
+    "cost": {"cost_law": (["law", "parameter", "value", "se", "ci_low", "ci_high", "r2", "heldout_rel_error"], 7),
+             "cost_extrapolation": (["times_largest", "job_law_s", "job_law_low_s", "job_law_high_s",
+                                     "overhead_plus_loop_s"], 4),
              "cost_per_run": (["run_id", "train_flops", "job_wall_s", "job_cpu_s", "job_max_rss_mb", "overhead_s"],
                               None)},
 }
@@ -119,8 +120,8 @@ def test_missing_inputs_give_notes_not_broken_figures(executed):
 
 def test_cost_notebook_recovers_the_fixture_cost_law(executed):
     law = pd.read_csv(executed["out"]["cost"] / "tables" / "cost_law.csv").set_index(["law", "parameter"])
-    for key in (("time ∝ C^b", "exponent of train_flops"), ("time ∝ N^a · D^b", "exponent of n_prunable"),
-                ("time ∝ N^a · D^b", "exponent of tokens")):
+    for key in (("job time ∝ C^b", "exponent of train_flops"), ("job time ∝ N^a · D^b", "exponent of n_prunable"),
+                ("job time ∝ N^a · D^b", "exponent of tokens")):
         assert law.loc[key, "ci_low"] < nf.COST["exponent"] < law.loc[key, "ci_high"], key
     assert law["heldout_rel_error"].max() < 0.1  # the fixture's 5% noise, not a misfit
     per_run = pd.read_csv(executed["out"]["cost"] / "tables" / "cost_per_run.csv")
@@ -128,8 +129,12 @@ def test_cost_notebook_recovers_the_fixture_cost_law(executed):
     assert len(per_run) == len(runs)
     assert np.allclose(per_run["overhead_s"], nf.COST["overhead_s"])
     extrapolated = pd.read_csv(executed["out"]["cost"] / "tables" / "cost_extrapolation.csv")
-    growth = extrapolated["predicted_s"].iloc[-1] / extrapolated["predicted_s"].iloc[0]
-    assert growth == pytest.approx(1000 ** law.loc[("time ∝ C^b", "exponent of train_flops"), "value"])
+    growth = extrapolated["job_law_s"].iloc[-1] / extrapolated["job_law_s"].iloc[0]
+    assert growth == pytest.approx(1000 ** law.loc[("job time ∝ C^b", "exponent of train_flops"), "value"])
+    # at the largest runs' FLOPs both estimates are those runs' measured time, to within the noise
+    flops = runs["model_flops_per_token"] * runs["tokens"]
+    largest = runs.loc[np.isclose(flops, flops.max()), "job_wall_s"].median()
+    assert extrapolated.loc[0, ["job_law_s", "overhead_plus_loop_s"]].tolist() == pytest.approx([largest] * 2, rel=0.1)
 
 
 def test_cost_notebook_without_benchmarks_says_so(executed):
