@@ -99,3 +99,34 @@ def test_report_group_is_the_scale_or_else_the_claim():
     assert report_group("when_to_prune", "gap_25_75", corpora, budgets) == NOTEBOOK_CLAIMS["when_to_prune"]
     assert report_group("mine", "figure", corpora, budgets) == "mine"
     assert set(NOTEBOOK_ORDER) == set(TITLES) == set(NOTEBOOK_CLAIMS)
+
+
+def describe(notebook: str, kind: str, name: str) -> str:
+    """workflow/report/notebook.rst as `snakemake --report` renders it for one result: Jinja, then
+    reStructuredText to HTML, with any docutils warning raised as an error."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    template = (nf.REPO / "workflow" / "report" / "notebook.rst").read_text()
+    wildcards = SimpleNamespace(notebook=notebook, **{kind: name})
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
+        snakemake=SimpleNamespace(wildcards=wildcards, rule="notebook"))
+    return publish_parts(text, writer="html", settings_overrides={"halt_level": 2})["body"]
+
+
+def test_every_figure_and_table_has_its_own_description(report):
+    executed, dirs, _ = report
+    generic = "the <em>caption</em> label"
+    described = 0
+    for folder in dirs:
+        for kind in ("figure", "table"):
+            for entry in json.loads((folder / f"{kind}s.json").read_text()):
+                text = describe(folder.name, kind, entry["name"])
+                assert "<strong>Shows</strong>" in text and "<strong>Driven by</strong>" in text, (folder.name, entry)
+                assert generic not in text, f"{folder.name}/{entry['name']}: add it to workflow/report/notebook.rst"
+                described += 1
+    assert described >= 35
+    assert generic in describe("schedules", "figure", "a_new_figure")
+    assert "stdlib_tpp20" in describe("when_to_prune", "figure", "heatmap_stdlib_tpp20")
