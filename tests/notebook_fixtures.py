@@ -31,6 +31,7 @@ TRUE = {"stdlib": {"E": 1.5, "A": 150.0, "B": 150.0, "alpha": 0.34, "beta": 0.28
         "synthetic": {"E": 2.0, "A": 120.0, "B": 130.0, "alpha": 0.32, "beta": 0.30}}
 ENTROPY = 2.0
 SPARSITY_PARAMS = {"a_S": 1.0, "b_S": 0.7, "c_S": 1.2, "b_N": 0.35, "a_D": 5e6, "b_D": 0.5, "c": 1.5}
+COST = {"k": 1e-9, "exponent": 0.8, "overhead_s": 3.0}  # train job wall time = k * FLOPs^exponent (with noise)
 STEPS = 40
 EVAL_EVERY = 4
 
@@ -46,7 +47,15 @@ def _density_curve(method, shape, target, start, end, n_steps, n=None, m=None):
     return 1 - target * (1 - (1 - q) ** 3)  # cubic
 
 
-def _run_rows(rng, corpus, scale, budget, schedule, seed, method, shape, target, start, end, penalty=0.0,
+def _job_cost(cost_rng, n_prunable, tokens):
+    """Snakemake-benchmark columns of a train job whose time follows the COST power law."""
+    flops_per_token = 6.0 * n_prunable * 1.05
+    wall = COST["k"] * (flops_per_token * tokens) ** COST["exponent"] * np.exp(cost_rng.normal(0, 0.05))
+    return {"model_flops_per_token": flops_per_token, "wall_time_s": wall - COST["overhead_s"], "job_wall_s": wall,
+            "job_cpu_s": 1.9 * wall, "job_max_rss_mb": 300.0 + 3.2e-5 * n_prunable}
+
+
+def _run_rows(rng, cost_rng, corpus, scale, budget, schedule, seed, method, shape, target, start, end, penalty=0.0,
               equal_compute=False):
     n_prunable = SCALES[scale]
     dens = _density_curve(method, shape, target, start, end, STEPS)
@@ -75,17 +84,18 @@ def _run_rows(rng, corpus, scale, budget, schedule, seed, method, shape, target,
                "final_val_loss": final, "n_prunable": n_prunable, "n_final": float(nnz[-1]), "n_avg": n_avg,
                "n_embedding": EMBED[scale], "n_total": n_prunable + EMBED[scale], "tokens": tokens,
                "compute": float(compute[-1]), "sparsity": achieved, "mean_density": float(dens.mean()),
-               "epochs": 0.4, "wall_time_s": 30.0, "tokens_per_s": 2e4, "device": "cpu"}
+               "epochs": 0.4, "tokens_per_s": 2e4, "device": "cpu", **_job_cost(cost_rng, n_prunable, tokens)}
     return metrics, steps
 
 
 def make_runs(seed: int = 0, penalty_25_75: float = 0.0):
     """(runs, steps) frames. ``penalty_25_75`` adds that much loss to every 25%->75% geometric run."""
     rng = np.random.default_rng(seed)
+    cost_rng = np.random.default_rng(seed + 1)  # its own stream: the losses stay as they were
     runs, steps = [], []
 
     def add(*args, **kw):
-        m, s = _run_rows(rng, *args, **kw)
+        m, s = _run_rows(rng, cost_rng, *args, **kw)
         runs.append(m)
         steps.append(s)
 
@@ -238,7 +248,8 @@ if __name__ == "__main__":  # python tests/notebook_fixtures.py DIR
 # time in worker processes.
 # ---------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law", "against_papers")
+NOTEBOOKS = ("schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law", "against_papers",
+             "cost")
 _CACHE: dict = {}
 
 
@@ -255,7 +266,8 @@ def executed_notebooks() -> dict:
 
     Jobs: every notebook on the fixture; ``against_papers`` on a variant whose 25%->75% runs
     are 0.3 nats worse (parameters honoured, verdict computed); ``sparsity_law`` and
-    ``against_papers`` with no fits and no steps (robust to a missing input).
+    ``against_papers`` with no fits and no steps (robust to a missing input); ``cost`` on a
+    runs table aggregated without benchmarks.
     """
     if _CACHE:
         return _CACHE
@@ -274,6 +286,11 @@ def executed_notebooks() -> dict:
     jobs["against_papers_variant"] = (REPO / "notebooks" / "against_papers.ipynb", root / "out-variant" / "against_papers", variant)
     for name in ("sparsity_law", "against_papers", "training_curves"):
         jobs[f"{name}_bare"] = (REPO / "notebooks" / f"{name}.ipynb", root / "out-bare" / name, bare)
+    unbenchmarked = root / "unbenchmarked-runs.csv"
+    pd.read_csv(params["runs_csv"]).drop(columns=["job_wall_s", "job_cpu_s", "job_max_rss_mb"]).to_csv(unbenchmarked,
+                                                                                                      index=False)
+    jobs["cost_bare"] = (REPO / "notebooks" / "cost.ipynb", root / "out-bare" / "cost",
+                         {**params, "runs_csv": str(unbenchmarked)})
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(_execute, job) for name, job in jobs.items()}
         out = {name: Path(f.result()) for name, f in futures.items()}

@@ -22,6 +22,7 @@ EXPECTED_FIGURES = {
     "sparsity_law": ["predicted_vs_observed", "loss_vs_sparsity", "optimal_sparsity_contours",
                      "optimal_sparsity_vs_data", "nm_vs_unstructured"],
     "against_papers": ["claims_overview"],
+    "cost": ["cost_vs_flops", "cost_vs_n_and_d", "peak_memory"],
 }
 # table -> (required columns, expected row count or None)
 EXPECTED_TABLES = {
@@ -41,6 +42,11 @@ EXPECTED_TABLES = {
                        "analyses": (["claim", "analysis", "decision", "numbers"], 8),
                        "scale": (["study", "models / data"], 3),
                        "coefficients_vs_published": (["parameter", "ours", "published"], 12)},
+    "cost": {"cost_law": (["law", "parameter", "value", "se", "ci_low", "ci_high", "r2", "heldout_rel_error"], 7),
+             "cost_extrapolation": (["times_largest", "job_law_s", "job_law_low_s", "job_law_high_s",
+                                     "overhead_plus_loop_s"], 4),
+             "cost_per_run": (["run_id", "train_flops", "job_wall_s", "job_cpu_s", "job_max_rss_mb", "overhead_s"],
+                              None)},
 }
 
 
@@ -117,6 +123,31 @@ def test_missing_inputs_give_notes_not_broken_figures(executed):
     _assert_real_png(out["against_papers_bare"] / "figures" / "claims_overview.png")
     assert not list((out["training_curves_bare"] / "figures").glob("*.png"))
     assert "No validation losses" in (out["training_curves_bare"] / "training_curves.html").read_text()
+
+
+def test_cost_notebook_recovers_the_fixture_cost_law(executed):
+    law = pd.read_csv(executed["out"]["cost"] / "tables" / "cost_law.csv").set_index(["law", "parameter"])
+    for key in (("job time ∝ C^b", "exponent of train_flops"), ("job time ∝ N^a · D^b", "exponent of n_prunable"),
+                ("job time ∝ N^a · D^b", "exponent of tokens")):
+        assert law.loc[key, "ci_low"] < nf.COST["exponent"] < law.loc[key, "ci_high"], key
+    assert law["heldout_rel_error"].max() < 0.1  # the fixture's 5% noise, not a misfit
+    per_run = pd.read_csv(executed["out"]["cost"] / "tables" / "cost_per_run.csv")
+    runs = pd.read_csv(executed["params"]["runs_csv"])
+    assert len(per_run) == len(runs)
+    assert np.allclose(per_run["overhead_s"], nf.COST["overhead_s"])
+    extrapolated = pd.read_csv(executed["out"]["cost"] / "tables" / "cost_extrapolation.csv")
+    growth = extrapolated["job_law_s"].iloc[-1] / extrapolated["job_law_s"].iloc[0]
+    assert growth == pytest.approx(1000 ** law.loc[("job time ∝ C^b", "exponent of train_flops"), "value"])
+    # at the largest runs' FLOPs both estimates are those runs' measured time, to within the noise
+    flops = runs["model_flops_per_token"] * runs["tokens"]
+    largest = runs.loc[np.isclose(flops, flops.max()), "job_wall_s"].median()
+    assert extrapolated.loc[0, ["job_law_s", "overhead_plus_loop_s"]].tolist() == pytest.approx([largest] * 2, rel=0.1)
+
+
+def test_cost_notebook_without_benchmarks_says_so(executed):
+    out = executed["out"]["cost_bare"]
+    assert not list((out / "figures").glob("*.png"))
+    assert "has no job_wall_s" in (out / "cost.html").read_text()
 
 
 def _notebook_cli(argv):

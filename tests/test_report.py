@@ -11,7 +11,8 @@ import pytest
 
 import notebook_fixtures as nf
 from sparsescale.io import InputError
-from sparsescale.report import add_commands, build_html, write_report
+from sparsescale.report import (NOTEBOOK_CLAIMS, NOTEBOOK_ORDER, TITLES, add_commands, build_html, item_caption,
+                                report_group, write_report)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,55 @@ def test_report_config_json_and_summary(report, tmp_path):
     write_report(dirs, None, out, config_json='{"scales": {"s1": {"d_model": 48}}, "seed_marker": 7}', summary_out=summary)
     assert "seed_marker: 7" in out.read_text()
     assert summary.read_text() == (executed["out"]["against_papers"] / "tables" / "SUMMARY.md").read_text()
+
+
+def test_item_caption_is_the_notebooks_caption(report):
+    executed, dirs, _ = report
+    folder = executed["out"]["when_to_prune"]
+    for kind in ("figure", "table"):
+        for entry in json.loads((folder / f"{kind}s.json").read_text()):
+            assert item_caption(folder, kind, entry["name"]) == entry["caption"] != ""
+    assert item_caption(folder, "figure", "no_such_figure") == ""
+    with pytest.raises(InputError, match="kind 'plot'"):
+        item_caption(folder, "plot", "gap_25_75")
+
+
+def test_report_group_is_the_scale_or_else_the_claim():
+    corpora, budgets = ["stdlib", "std", "synthetic"], ["k80", "tpp20"]
+    assert report_group("when_to_prune", "heatmap_stdlib_tpp20", corpora, budgets) == "stdlib / tpp20"
+    assert report_group("when_to_prune", "heatmap_std_k80", corpora, budgets) == "std / k80"
+    assert report_group("training_curves", "val_loss_vs_tokens_synthetic", corpora, budgets) == "synthetic"
+    assert report_group("when_to_prune", "gap_25_75", corpora, budgets) == NOTEBOOK_CLAIMS["when_to_prune"]
+    assert report_group("mine", "figure", corpora, budgets) == "mine"
+    assert set(NOTEBOOK_ORDER) == set(TITLES) == set(NOTEBOOK_CLAIMS)
+
+
+def describe(notebook: str, kind: str, name: str) -> str:
+    """workflow/report/notebook.rst as `snakemake --report` renders it for one result: Jinja, then
+    reStructuredText to HTML, with any docutils warning raised as an error."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    template = (nf.REPO / "workflow" / "report" / "notebook.rst").read_text()
+    wildcards = SimpleNamespace(notebook=notebook, **{kind: name})
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
+        snakemake=SimpleNamespace(wildcards=wildcards, rule="notebook"))
+    return publish_parts(text, writer="html", settings_overrides={"halt_level": 2})["body"]
+
+
+def test_every_figure_and_table_has_its_own_description(report):
+    executed, dirs, _ = report
+    generic = "the <em>caption</em> label"
+    described = 0
+    for folder in dirs:
+        for kind in ("figure", "table"):
+            for entry in json.loads((folder / f"{kind}s.json").read_text()):
+                text = describe(folder.name, kind, entry["name"])
+                assert "<strong>Shows</strong>" in text and "<strong>Driven by</strong>" in text, (folder.name, entry)
+                assert generic not in text, f"{folder.name}/{entry['name']}: add it to workflow/report/notebook.rst"
+                described += 1
+    assert described >= 35
+    assert generic in describe("schedules", "figure", "a_new_figure")
+    assert "stdlib_tpp20" in describe("when_to_prune", "figure", "heatmap_stdlib_tpp20")

@@ -7,10 +7,13 @@ checkout's own results/.
 from __future__ import annotations
 
 import collections
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +21,7 @@ import pytest
 from workflow_utils import copy_workflow, dry_run_jobs, edit_yaml, snakemake
 
 from sparsescale import claims
+from sparsescale.report import TITLES
 
 
 @pytest.fixture()
@@ -72,6 +76,29 @@ def test_default_study_dry_run(workspace):
     assert {"corpus", "tokenizer", "shards", "aggregate", "fit_laws", "notebook", "report"} <= set(jobs)
 
 
+def readme_module_snakefile(repo_root: Path) -> str:
+    section = (repo_root / "README.md").read_text().split("## Use from another workflow", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+
+def test_usable_as_a_module(tmp_path, repo_root):
+    """The README's consuming Snakefile, in another folder, lists the tiny profile's jobs and runs them."""
+    consumer = tmp_path / "analysis"
+    (consumer / "sparsescale").mkdir(parents=True)
+    copy_workflow(repo_root, consumer / "sparsescale")
+    (consumer / "Snakefile").write_text(readme_module_snakefile(repo_root))
+    tiny = ("--configfile", "sparsescale/config/tiny.yaml")
+    jobs = dry_run_jobs(consumer, *tiny)
+    assert jobs and all(rule.startswith("sparsescale_") for rule in jobs)
+    expected = dry_run_jobs(consumer / "sparsescale", "--profile", "profiles/tiny")
+    assert {rule.removeprefix("sparsescale_"): n for rule, n in jobs.items()} == dict(expected)
+    # the module's code runs from the consumer's folder: one corpus's data stage for real
+    snakemake(consumer, "results/data/synthetic/tokens/manifest.json", "--cores", "2", *tiny)
+    manifest = json.loads((consumer / "results" / "data" / "synthetic" / "tokens" / "manifest.json").read_text())
+    assert manifest["tokens"]["train"] > 0
+    assert not (consumer / "sparsescale" / "results").exists()
+
+
 @pytest.mark.e2e
 class TestTinyProfileEndToEnd:
     """Runs the tiny profile once, then checks outputs, idempotence and targeted reruns."""
@@ -91,6 +118,52 @@ class TestTinyProfileEndToEnd:
         rules = {entry["rule"] for entry in manifest["files"]}
         assert {"corpus", "tokenizer", "shards", "train", "aggregate", "fit_laws", "notebook", "report"} <= rules
         assert all(not entry["path"].startswith("/") for entry in manifest["files"])
+
+    def test_every_train_fit_and_notebook_job_left_a_benchmark(self, done):
+        results = done / "results"
+        runs = pd.read_csv(results / "aggregate" / "runs.csv")
+        for stage, names in (("train", runs["run_id"]), ("fit", [p.stem for p in (results / "fits").glob("*.json")]),
+                             ("notebook", [p.name for p in (results / "notebooks").iterdir()])):
+            assert len(names) > 0
+            for name in names:
+                assert (results / "benchmarks" / stage / f"{name}.tsv").is_file(), f"{stage} {name}: no benchmark"
+        costs = runs[["job_wall_s", "job_cpu_s", "job_max_rss_mb"]]
+        assert costs.notna().all().all() and (costs > 0).all().all()
+        # the job includes its training loop, and the loop's own clock agrees with Snakemake's to within start-up
+        assert (runs["job_wall_s"] > runs["wall_time_s"]).all()
+        assert (runs["job_wall_s"] - runs["wall_time_s"]).max() < 60
+
+    def test_snakemake_report_lists_every_figure_of_report_html(self, done, tmp_path):
+        archive = tmp_path / "report.zip"
+        snakemake(done, "--profile", "profiles/tiny", "--report", str(archive))
+        with zipfile.ZipFile(archive) as bundle:
+            page = bundle.read("report/report.html").decode()
+            entries, categories = (script_json(page, name) for name in ("results", "categories"))
+            for path, entry in entries.items():
+                assert bundle.read(f"report/{entry['data_uri']}") == (done / path).read_bytes()
+
+        ours = (done / "results" / "report.html").read_text()
+        in_report_html = {tuple(fig_id.split("-", 1)) for fig_id in re.findall(r"<figure id='([^']+)'", ours)}
+        listed = {}
+        for path, entry in entries.items():
+            notebook, kind, file = Path(path).relative_to("results/notebooks").parts
+            listed[(notebook, kind, Path(file).stem)] = entry
+        figures = {(nb, name) for nb, kind, name in listed if kind == "figures"}
+        assert len(figures) >= 20 and figures == in_report_html
+
+        for (notebook, kind, name), entry in listed.items():
+            index = json.loads((done / "results" / "notebooks" / notebook / f"{kind}.json").read_text())
+            caption = next(item["caption"] for item in index if item["name"] == name)
+            assert entry["labels"] == {"name": name, "caption": caption}
+            assert "Shows" in entry["caption"] and "Driven by" in entry["caption"], (notebook, name)
+            assert f"notebooks/{notebook}.ipynb" in entry["caption"]
+            if kind == "figures":
+                assert html.escape(caption, quote=True).split(";")[0] in ours
+        tables = {(nb, name) for nb, kind, name in listed if kind == "tables"}
+        assert tables == {(folder.name, item["name"]) for folder in (done / "results" / "notebooks").iterdir()
+                          for item in json.loads((folder / "tables.json").read_text())}
+        assert set(categories) == {TITLES[nb] for nb, _ in figures}
+        assert "stdlib / k80" in categories[TITLES["when_to_prune"]]
 
     def test_second_run_has_nothing_to_do(self, done):
         assert dry_run_jobs(done, "--profile", "profiles/tiny") == collections.Counter()
@@ -182,6 +255,28 @@ class TestTinyProfileEndToEnd:
         assert decisions["fitted E against H"] == "not reproduced"
         after = pd.read_csv(out / "tables" / "verdicts.csv").set_index("claim")["verdict"]
         assert after.iloc[0] == "not reproduced" and after.iloc[2] == "reproduced" and after.iloc[3] == "not reproduced"
+
+    def test_results_move_to_another_place_without_retraining(self, done, tmp_path):
+        """Repo + results copied elsewhere (mtimes kept, no .snakemake): only the report is redone."""
+        moved = tmp_path / "elsewhere"
+        shutil.copytree(done, moved, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+        text_outputs = [
+            path
+            for path in (moved / "results").rglob("*")
+            if path.suffix in {".json", ".csv", ".md", ".html", ".ipynb", ".tex"} and "logs" not in path.parts
+        ]
+        assert text_outputs
+        assert [p for p in text_outputs if str(done) in p.read_text(errors="replace")] == []
+        (moved / "results" / "report.html").unlink()
+        jobs = dry_run_jobs(moved, "--profile", "profiles/tiny")
+        assert set(jobs) == {"report", "manifest", "all"}
+
+
+def script_json(page: str, name: str):
+    """The JSON Snakemake's report embeds as `<script id="NAME"> var NAME = {...};`."""
+    start = page.index(f'<script id="{name}">')
+    start = page.index(f"var {name} = ", start) + len(f"var {name} = ")
+    return json.JSONDecoder().raw_decode(page, start)[0]
 
 
 def copy_workflow_with_results(done: Path, dest: Path) -> Path:

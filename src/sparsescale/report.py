@@ -27,7 +27,8 @@ from sparsescale.io import InputError, get_logger, write_text
 
 log = get_logger("sparsescale.report")
 
-NOTEBOOK_ORDER = ("against_papers", "schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law")
+NOTEBOOK_ORDER = ("against_papers", "schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law",
+                  "cost")
 TITLES = {
     "against_papers": "Against the papers: verdicts",
     "schedules": "Pruning schedules",
@@ -35,6 +36,17 @@ TITLES = {
     "when_to_prune": "When to prune (paper A)",
     "average_params_law": "The average-parameter law (paper A)",
     "sparsity_law": "The sparsity law L(S, N, D) (paper B)",
+    "cost": "Cost of a run",
+}
+# what each notebook's results answer: the subcategory of a result drawn for no single scale
+NOTEBOOK_CLAIMS = {
+    "against_papers": "all claims",
+    "schedules": "schedules as planned",
+    "training_curves": "dense against sparse",
+    "when_to_prune": "pruning from 25% to 75% of compute is near-optimal",
+    "average_params_law": "the N̄ law unifies dense and sparse runs",
+    "sparsity_law": "optimal sparsity rises with training data",
+    "cost": "how cost grows with the work",
 }
 RULE = "notebook"
 
@@ -98,6 +110,27 @@ def _index(folder: Path, name: str, pattern: str) -> list[dict]:
     sub = "figures" if name == "figures.json" else "tables"
     return [{"name": p.stem, ("png" if sub == "figures" else "csv"): p.name, "caption": ""}
             for p in sorted((folder / sub).glob(pattern))]
+
+
+def item_caption(folder: str | os.PathLike, kind: str, name: str) -> str:
+    """The caption a notebook recorded for its figure or table ``name`` (kind ``figure`` or ``table``)."""
+    if kind not in ("figure", "table"):
+        raise InputError(f"kind {kind!r}: expected 'figure' or 'table'")
+    index = _index(Path(folder), f"{kind}s.json", "*.png" if kind == "figure" else "*.csv")
+    return next((entry.get("caption") or "" for entry in index if entry["name"] == name), "")
+
+
+def report_group(notebook: str, name: str, corpora, budgets) -> str:
+    """Subcategory of a notebook result in Snakemake's report: the scale it is drawn for when its
+    name ends with one (``heatmap_stdlib_tpp20`` -> ``stdlib / tpp20``, ``val_loss_vs_tokens_stdlib``
+    -> ``stdlib``), else the claim its notebook tests."""
+    for corpus in sorted(corpora, key=len, reverse=True):
+        for budget in sorted(budgets, key=len, reverse=True):
+            if name.endswith(f"_{corpus}_{budget}"):
+                return f"{corpus} / {budget}"
+        if name.endswith(f"_{corpus}"):
+            return corpus
+    return NOTEBOOK_CLAIMS.get(notebook, notebook)
 
 
 def collect(notebook_dirs: list[str | os.PathLike]) -> list[dict]:

@@ -2,6 +2,7 @@ rule aggregate:
     input:
         metrics=run_files("metrics.json"),
         steps=run_files("steps.parquet"),
+        benchmarks=run_benchmarks(),
     output:
         runs_csv="results/aggregate/runs.csv",
         runs="results/aggregate/runs.parquet",
@@ -13,4 +14,4 @@ rule aggregate:
     params:
         out_dir=lambda wildcards, output: Path(output.runs).parent,
     shell:
-        f"{SPARSESCALE} aggregate --metrics {{input.metrics}} --out-dir {{params.out_dir}} > {{log}} 2>&1"
+        f"{SPARSESCALE} aggregate --metrics {{input.metrics}} --benchmarks {{input.benchmarks}} --out-dir {{params.out_dir}} > {{log}} 2>&1"

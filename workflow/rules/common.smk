@@ -1,14 +1,30 @@
+import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+# This workflow's own files (package source, notebooks, report captions) as paths from the
+# working directory: "." when run from this checkout, the checkout's folder when another
+# workflow imports this one as a `module` (README: "Use from another workflow"). Relative,
+# so no output records an absolute path.
+WORKFLOW_ROOT = Path(
+    os.path.relpath(
+        Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1]
+    )
+)
+PACKAGE_SRC = WORKFLOW_ROOT / "src"
+# the config helpers below come from the same checkout as the rules' code
+sys.path.insert(0, str(PACKAGE_SRC.resolve()))
+
 import sparsescale.config as study
 from sparsescale.io import InputError
+from sparsescale.report import TITLES, item_caption, report_group
 
 # Rules call the package from this checkout, with the `python` of the activated venv or of
 # the rule's conda env (--sdm conda), which holds the dependencies but not the package.
-SPARSESCALE = "PYTHONPATH=src python -m sparsescale"
+SPARSESCALE = f"PYTHONPATH={shlex.quote(str(PACKAGE_SRC))} python -m sparsescale"
 COMPILE_CACHE = "results/cache/torch-compile"
 
 try:
@@ -17,7 +33,12 @@ except InputError as err:
     raise WorkflowError(f"Invalid config: {err}") from None
 
 RUNS = study.runs(STUDY)
-RUN_DIR = "results/runs/{corpus}/{scale}/{budget}/{schedule}/seed{seed}"
+RUN_ID = "{corpus}/{scale}/{budget}/{schedule}/seed{seed}"
+RUN_DIR = f"results/runs/{RUN_ID}"
+# Snakemake's per-job benchmarks (wall and CPU seconds, peak RSS); a run's is
+# {TRAIN_BENCHMARKS}/{run_id}.tsv, which `sparsescale aggregate` joins to the runs table
+BENCHMARKS = "results/benchmarks"
+TRAIN_BENCHMARKS = f"{BENCHMARKS}/train"
 CORPORA = sorted({run.corpus for run in RUNS})
 FITS = [fit["name"] for fit in STUDY["fits"]]
 NOTEBOOKS = STUDY["notebooks"]
@@ -48,13 +69,23 @@ def run_files(name):
     return [f"{run.directory}/{name}" for run in RUNS]
 
 
+def run_benchmarks():
+    """Every run's benchmark file, written by Snakemake when its train job ends."""
+    return [f"{TRAIN_BENCHMARKS}/{run.run_id}.tsv" for run in RUNS]
+
+
+def workflow_file(path):
+    """A file of this workflow (notebook template, package module) from the working directory."""
+    return str(WORKFLOW_ROOT / path)
+
+
 def train_launcher():
     """Training runs data-parallel under torchrun when a job gets several GPUs. With
     training.compile, every job of a shape reuses one persistent compile cache."""
     cache = f"TORCHINDUCTOR_CACHE_DIR={COMPILE_CACHE} "
     gpus = resource("train", "gpus", 0)
     if gpus > 1:
-        return f"{cache}PYTHONPATH=src torchrun --standalone --nproc_per_node={gpus} -m sparsescale"
+        return f"{cache}PYTHONPATH={shlex.quote(str(PACKAGE_SRC))} torchrun --standalone --nproc_per_node={gpus} -m sparsescale"
     return cache + SPARSESCALE
 
 
@@ -119,6 +150,15 @@ def fit_roles():
     }
 
 
+def notebook_helpers(wildcards):
+    """The package modules a template imports: the reading, claim and drawing helpers, and its own."""
+    own = {"cost": ["cost.py"]}.get(wildcards.notebook, [])
+    return [
+        workflow_file(f"src/sparsescale/{module}")
+        for module in ["results.py", "claims.py", "figures.py", *own]
+    ]
+
+
 def notebook_options(wildcards, input):
     manifests = {
         corpus: f"results/data/{corpus}/tokens/manifest.json" for corpus in CORPORA
@@ -131,3 +171,27 @@ def notebook_options(wildcards, input):
             *("-p", "data_manifests", study.to_json(manifests)),
         ]
     )
+
+
+# Snakemake's own report (`snakemake --report report.zip`) lists every figure and table of
+# every notebook folder: category = notebook, subcategory = the scale a result is drawn for
+# or else the claim its notebook tests, labels = its name and the notebook's caption.
+def notebook_title(wildcards):
+    return TITLES.get(wildcards.notebook, wildcards.notebook)
+
+
+def report_item(wildcards):
+    """(kind, name) of a report entry, from the wildcards of the notebook rule's report patterns."""
+    if hasattr(wildcards, "figure"):
+        return "figure", wildcards.figure
+    return "table", wildcards.table
+
+
+def report_subcategory(wildcards):
+    budgets = {run.budget for run in RUNS}
+    return report_group(wildcards.notebook, report_item(wildcards)[1], CORPORA, budgets)
+
+
+def report_labels(wildcards, output):
+    kind, name = report_item(wildcards)
+    return {"name": name, "caption": item_caption(output[0], kind, name)}

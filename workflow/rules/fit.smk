@@ -2,11 +2,13 @@ rule fit_laws:
     input:
         runs=rules.aggregate.output.runs_csv,
         # the laws library: a change to a law or its fitting procedure refits
-        laws=sorted(Path("src/sparsescale/laws").glob("*.py")),
+        laws=sorted(Path(workflow_file("src/sparsescale/laws")).glob("*.py")),
     output:
         "results/fits/{fit}.json",
     log:
         "results/logs/fit/{fit}.log",
+    benchmark:
+        f"{BENCHMARKS}/fit/{{fit}}.tsv"
     conda:
         "../../envs/fit.yaml"
     threads: resource("fit", "threads", 1)

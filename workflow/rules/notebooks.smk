@@ -1,20 +1,25 @@
 rule notebook:
     input:
-        template="notebooks/{notebook}.ipynb",
-        # the reading, claim and drawing helpers the templates import: a change redraws every figure
-        helpers=[
-            "src/sparsescale/results.py",
-            "src/sparsescale/claims.py",
-            "src/sparsescale/figures.py",
-        ],
+        template=workflow_file("notebooks/{notebook}.ipynb"),
+        # the package modules the template imports: a change redraws its figures
+        helpers=notebook_helpers,
         runs=rules.aggregate.output.runs_csv,
         steps=rules.aggregate.output.steps,
         fits=expand(rules.fit_laws.output[0], fit=FITS),
         manifests=expand(rules.shards.output.manifest, corpus=CORPORA),
     output:
-        directory("results/notebooks/{notebook}"),
+        report(
+            directory("results/notebooks/{notebook}"),
+            patterns=["figures/{figure}.png", "tables/{table}.csv"],
+            caption="../report/notebook.rst",
+            category=notebook_title,
+            subcategory=report_subcategory,
+            labels=report_labels,
+        ),
     log:
         "results/logs/notebook/{notebook}.log",
+    benchmark:
+        f"{BENCHMARKS}/notebook/{{notebook}}.tsv"
     conda:
         "../../envs/notebook.yaml"
     threads: resource("notebook", "threads", 1)

@@ -8,7 +8,9 @@ rule train:
         steps=f"{RUN_DIR}/steps.parquet",
         model=temp(f"{RUN_DIR}/model.pt"),
     log:
-        f"results/logs/train/{RUN_DIR.removeprefix('results/runs/')}.log",
+        f"results/logs/train/{RUN_ID}.log",
+    benchmark:
+        f"{TRAIN_BENCHMARKS}/{RUN_ID}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: resource("train", "threads", 1)
