@@ -362,3 +362,45 @@ def test_emit_dense_and_sparsity_choose_config_rungs(tmp_path):
     for r in emitted.values():
         if r["schedule"] != "dense":
             assert r["target_sparsity"] == pytest.approx(round(s_opt, 2))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.e2e
+@pytest.mark.trains
+def test_emitted_runs_train_through_snakemake(tiny_study, tmp_path, record_property):
+    """`plan schedule --emit-config` on the tiny study's fits; the printed command trains the
+    emitted runs through Snakemake; `plan check` compares prediction and outcome. Asserts the
+    pipeline and the exact accounting, not the quality of the prediction (reported instead)."""
+    import shlex
+    import shutil
+
+    from workflow_utils import snakemake
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_study, ws, symlinks=True)
+    untouched = ws / "results" / "aggregate" / "runs.csv"
+    before = untouched.stat().st_mtime_ns
+    result = cli("schedule", "--fit", "results/fits/average-params.json", "--config", "config/config.yaml",
+                 "config/tiny.yaml", "--scale", "t1", "--tokens", "20480", "--final-sparsity", "0.5",
+                 "--schedule", "late={method: global, start: 0.5, end: 1.0, every: 2}",
+                 "--emit-config", "plan.yaml", "--json", "plan.json", cwd=ws)
+    assert result.returncode == 0, result.stderr
+    emitted = json.loads((ws / "plan.json").read_text())["emitted"]
+    train = shlex.split(emitted["train_command"])
+    assert train[:3] == ["snakemake", "--cores", "all"]
+    snakemake(ws, "--cores", "2", *train[3:])
+    check = shlex.split(emitted["check_command"])
+    assert check[:3] == ["sparsescale", "plan", "check"]
+    result = cli(*check[2:], "--json", "check.json", cwd=ws)
+    assert result.returncode == 0, result.stderr
+    rows = pd.DataFrame(json.loads((ws / "check.json").read_text())["rows"])
+    assert sorted(rows["run_id"]) == ["stdlib/t1/plan-20480tok/dense/seed0", "stdlib/t1/plan-20480tok/late-s50-50to100/seed0"]
+    np.testing.assert_allclose(rows["n_avg"], rows["observed_n_avg"], rtol=1e-12)  # planned N-bar is the trained one
+    assert (rows["tokens"] == rows["observed_tokens"]).all()
+    assert np.isfinite(rows[["loss", "observed_loss", "error"]].to_numpy(float)).all()
+    assert untouched.stat().st_mtime_ns == before  # the study's own aggregate is not redone
+    report = rows[["run_id", "loss", "loss_lo", "loss_hi", "observed_loss", "error"]].to_string(index=False)
+    record_property("plan_predicted_vs_observed", report)
+    print(f"\npredicted vs observed final loss (tiny study's average-params fit):\n{report}")
