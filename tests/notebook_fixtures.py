@@ -111,15 +111,25 @@ def make_runs(seed: int = 0, penalty_25_75: float = 0.0):
     return pd.DataFrame(runs), pd.concat(steps, ignore_index=True)
 
 
-def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None):
+def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None, data_range=None):
+    """A fit JSON; its bootstrap refits scatter every coefficient by about ``ci_rel / 2`` (seeded)."""
+    rng = np.random.default_rng(7)
+    samples = [{k: v * float(np.exp(ci_rel / 2 * rng.normal())) for k, v in params.items()} for _ in range(20)]
     fit = {"law": law, "params": params,
            "ci": {k: [v * (1 - ci_rel), v * (1 + ci_rel)] for k, v in params.items()},
+           "bootstrap": {"n_boot": 20, "n_failed": 0, "level": 0.95, "samples": samples},
            "fit_loss": 1e-4, "n_points": n_points, "query": query, "columns": columns, "dropped": [],
            "heldout": {"leave_one_scale_out": {"mae": loso, "rmse": loso * 1.3, "mae_ci": [loso * 0.8, loso * 1.2]},
                        "kfold": {"mae": kfold, "rmse": kfold * 1.3, "k": 5}}}
     if units:
         fit["units"] = units
+    if data_range:
+        fit["data_range"] = data_range
     return fit
+
+
+def _range(frame: pd.DataFrame, **columns: str) -> dict:
+    return {role: [float(frame[col].min()), float(frame[col].max())] for role, col in columns.items()}
 
 
 def _least_squares(model, x0, frame, cols, free):
@@ -160,11 +170,14 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
     syn["E"] = ENTROPY * (1 + entropy_offset)
     cols = lambda n: {"n": n, "d": "tokens", "loss": "final_val_loss"}  # noqa: E731
     return {
-        "average_params": _fit("average-params", avg, 0.08, std_q, cols("n_avg"), 0.012, 0.010, len(std)),
+        "average_params": _fit("average-params", avg, 0.08, std_q, cols("n_avg"), 0.012, 0.010, len(std),
+                               data_range=_range(std, N="n_avg", D="tokens")),
         "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std)),
-        "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense)),
+        "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense),
+                           data_range=_range(dense, N="n_avg", D="tokens")),
         "sparsity": _fit("sparsity", spa, 0.2, uni_q, {"s": "sparsity", **cols("n_final")}, 0.02, 0.02, len(uni),
-                         units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"}),
+                         units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"},
+                         data_range=_range(uni, S="sparsity", N="n_final", D="tokens")),
         "synthetic": _fit("chinchilla", syn, 0.03, syn_q, cols("n_avg"), 0.01, 0.01, 6),
     }
 
@@ -224,7 +237,8 @@ if __name__ == "__main__":  # python tests/notebook_fixtures.py DIR
 # time in worker processes.
 # ---------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law", "against_papers")
+NOTEBOOKS = ("schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law", "against_papers",
+             "planner")
 _CACHE: dict = {}
 
 
@@ -258,7 +272,7 @@ def executed_notebooks() -> dict:
     bare = {**params, "fits": {}, "steps_parquet": str(root / "missing.parquet")}
     jobs = {name: (REPO / "notebooks" / f"{name}.ipynb", root / "out" / name, params) for name in NOTEBOOKS}
     jobs["against_papers_variant"] = (REPO / "notebooks" / "against_papers.ipynb", root / "out-variant" / "against_papers", variant)
-    for name in ("sparsity_law", "against_papers", "training_curves"):
+    for name in ("sparsity_law", "against_papers", "training_curves", "planner"):
         jobs[f"{name}_bare"] = (REPO / "notebooks" / f"{name}.ipynb", root / "out-bare" / name, bare)
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(_execute, job) for name, job in jobs.items()}

@@ -543,11 +543,67 @@ def fragment_yaml(frag: dict, header: list[str]) -> str:
     return "\n".join(lines) + "\n" + yaml.safe_dump(frag, sort_keys=False)
 
 
+# ----------------------------------------------------------------------------- the papers' scales
+
+
+PAPER_ADVICE = {
+    "dense": "Chinchilla (Hoffmann et al. 2022): about 20 tokens per parameter at the compute-optimal size",
+    "schedule": "paper A (Jin et al. 2025): prune from 25% to 75% of training compute (near-optimal)",
+    "sparsity": "paper B (Frantar et al. 2023): at a fixed non-zero size, the optimal sparsity rises with "
+                "training compute",
+}
+
+
 def paper_study() -> dict:
     """The papers' study (config/paper.yaml over config/config.yaml), resolved."""
     from sparsescale.config import load_config
 
     return load_config(REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml")
+
+
+def paper_ladder(study: dict) -> pd.DataFrame:
+    """Each model x tokens-per-parameter budget of the study's experiments: prunable N, tokens
+    and dense compute C = 6 N D, at the papers' vocabulary."""
+    from sparsescale.model import ModelConfig, count_params
+
+    scales = dict.fromkeys(s for e in study["experiments"] for s in e["scales"])
+    budgets = dict.fromkeys(b for e in study["experiments"] for b in e["budgets"])
+    rows = []
+    for scale in scales:
+        n = count_params(ModelConfig(vocab_size=PAPER_VOCAB_SIZE, **study["models"][scale]))["n_prunable"]
+        for budget in budgets:
+            spec = study["budgets"][budget]
+            if "tokens_per_param" in spec:
+                tokens = spec["tokens_per_param"] * n
+                rows.append({"scale": scale, "budget": budget, "n_prunable": n, "tokens": tokens,
+                             "compute_flops": 6.0 * n * tokens})
+    return pd.DataFrame(rows)
+
+
+def schedule_groups(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
+    """``schedule_plan`` within each (scale, budget, final sparsity) group of pruned runs:
+    paper A's comparison, schedules at one final sparsity and token budget."""
+    pruned = runs[runs["method"] != "dense"]
+    ranked = pd.concat([schedule_plan(fit, g, cost) for _, g in pruned.groupby(["scale", "budget", "target_sparsity"])],
+                       ignore_index=True)
+    return ranked.sort_values(["n_prunable", "tokens", "target_sparsity", "rank"], kind="stable", ignore_index=True)
+
+
+def window_summary(ranked: pd.DataFrame, start: float = 0.25, end: float = 0.75) -> pd.DataFrame:
+    """Per group of ``schedule_groups``: the law's best pruning window and where the
+    ``start``-``end`` window ranks, its predicted loss gap to the best and its ``p_best``."""
+    rows = []
+    for (fit, scale, budget, sparsity), g in ranked.groupby(["fit", "scale", "budget", "target_sparsity"], sort=False):
+        best = g.iloc[0]
+        hit = g[np.isclose(g["start"], start) & np.isclose(g["end"], end)]
+        row = {"fit": fit, "scale": scale, "budget": budget, "final_sparsity": sparsity, "schedules": len(g),
+               "best_window": f"{best['start']:.0%}-{best['end']:.0%}", "best_loss": best["loss"]}
+        if len(hit):
+            h = hit.iloc[0]
+            row.update({"window_rank": int(h["rank"]), "window_loss": h["loss"], "gap_to_best": h["loss"] - best["loss"],
+                        "window_p_best": h.get("p_best", np.nan), "extrapolation": h["extrapolation"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- check

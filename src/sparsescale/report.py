@@ -27,7 +27,8 @@ from sparsescale.io import InputError, get_logger, write_text
 
 log = get_logger("sparsescale.report")
 
-NOTEBOOK_ORDER = ("against_papers", "schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law")
+NOTEBOOK_ORDER = ("against_papers", "schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law",
+                  "planner")
 TITLES = {
     "against_papers": "Against the papers: verdicts",
     "schedules": "Pruning schedules",
@@ -35,6 +36,7 @@ TITLES = {
     "when_to_prune": "When to prune (paper A)",
     "average_params_law": "The average-parameter law (paper A)",
     "sparsity_law": "The sparsity law L(S, N, D) (paper B)",
+    "planner": "Planning with the fitted laws at the papers' scales",
 }
 RULE = "notebook"
 

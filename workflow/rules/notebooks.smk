@@ -1,8 +1,11 @@
 rule notebook:
     input:
         template="notebooks/{notebook}.ipynb",
-        # the plotting and verdict helpers the templates import: a change redraws every figure
-        helpers="src/sparsescale/figures.py",
+        # the plotting, verdict and planning helpers the templates import: a change redraws every figure
+        helpers=["src/sparsescale/figures.py", "src/sparsescale/plan.py"],
+        # the planner's papers' scales and published coefficient sets
+        paper="config/paper.yaml",
+        published=sorted(Path("src/sparsescale/published").glob("*.json")),
         runs=rules.aggregate.output.runs_csv,
         steps=rules.aggregate.output.steps,
         fits=expand(rules.fit_laws.output[0], fit=FITS),
