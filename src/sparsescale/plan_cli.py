@@ -448,7 +448,7 @@ def _report(args, question: str, title: str, frame, shown: list[str], fits, cost
     for fit in fits:
         line = f"{fit.name} ({fit.law}): {fit.source}"
         line += (f"; intervals: {100 * fit.level:g}% percentile over {len(fit.samples)} bootstrap refits"
-                 if fit.samples else "; no bootstrap refits in the fit, so no intervals")
+                 if len(fit.samples) >= 2 else f"; {len(fit.samples)} usable bootstrap refits, so no intervals")
         if fit.invalid_samples:
             line += (f"; {fit.invalid_samples} refits left out: a coefficient stored as null, or as 0 where the "
                      f"law needs a positive value")
