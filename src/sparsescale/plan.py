@@ -41,9 +41,7 @@ PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MFU = 0.4  # a typical dense bf16 transformer-training MFU; used only without a measurement
 PAPER_VOCAB_SIZE = 32000  # the papers' Llama-2 SentencePiece vocabulary (config/paper.yaml's tokenizer)
-LAW_PARAMS = {"chinchilla": ("E", "A", "B", "alpha", "beta"),
-              "average-params": ("E", "A", "B", "alpha", "beta"),
-              "sparsity": ("a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c")}
+LAWS = ("chinchilla", "average-params", "sparsity")  # the laws of sparsescale.laws.derived.make_law
 POSITIVE = {"E", "A", "B", "a_S", "c_S", "a_D", "c"}  # optimised as logs: must be > 0
 CHINCHILLA_LAWS = ("chinchilla", "average-params")
 FLOAT_ERRORS = (FloatingPointError, OverflowError, ZeroDivisionError)
@@ -110,8 +108,8 @@ def load_fit(spec: str) -> LawFit:
     if not isinstance(doc, dict):
         raise InputError(f"--fit {spec}: expected a JSON object with 'law' and 'params'")
     law = doc.get("law")
-    if law not in LAW_PARAMS:
-        raise InputError(f"--fit {spec}: 'law' is {law!r}; expected one of {', '.join(LAW_PARAMS)}")
+    if law not in LAWS:
+        raise InputError(f"--fit {spec}: 'law' is {law!r}; expected one of {', '.join(LAWS)}")
     params = _check_params(doc.get("params"), law, f"--fit {spec}: params")
     boot = doc.get("bootstrap") or {}
     samples, invalid = [], 0
@@ -132,11 +130,14 @@ def load_fit(spec: str) -> LawFit:
 def _check_params(params: Any, law: str, where: str) -> dict[str, float]:
     if not isinstance(params, dict):
         raise InputError(f"{where}: expected an object of coefficients")
-    missing = [k for k in LAW_PARAMS[law] if k not in params]
+    from sparsescale.laws.derived import make_law
+
+    names = make_law(law).param_names
+    missing = [k for k in names if k not in params]
     if missing:
-        raise InputError(f"{where}: missing {', '.join(missing)} (a {law} law has {', '.join(LAW_PARAMS[law])})")
+        raise InputError(f"{where}: missing {', '.join(missing)} (a {law} law has {', '.join(names)})")
     out = {}
-    for key in LAW_PARAMS[law]:
+    for key in names:
         value = params[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise InputError(f"{where}: {key} is {value!r}, not a finite number")
@@ -160,7 +161,7 @@ def evaluate(fit: LawFit, answer: Callable[[Any], dict[str, np.ndarray]], what: 
 
     Returns (point, draws): ``draws[key]`` stacks the refits' answers, NaN for a refit whose
     arithmetic left the float range (counted in ``fit.failed[what]``); empty without refits.
-    The point answer must be finite: an InputError says so otherwise.
+    If the fit's own answer leaves the float range, an InputError says so.
     """
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
         try:

@@ -216,12 +216,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _fits_and_cost(args):
-    import pandas as pd
-
     from sparsescale import plan
+    from sparsescale.laws.cli import load_table
 
     fits = [plan.load_fit(spec) for spec in args.fit]
-    runs = pd.read_csv(args.runs) if args.runs and Path(args.runs).is_file() else None
+    runs = load_table(args.runs) if args.runs and Path(args.runs).is_file() else None
     return fits, plan.make_cost(args.device, args.peak_flops, args.mfu, runs)
 
 
