@@ -121,16 +121,16 @@ def make_runs(seed: int = 0, penalty_25_75: float = 0.0):
     return pd.DataFrame(runs), pd.concat(steps, ignore_index=True)
 
 
-def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None, runs=None, predict=None):
+def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None, runs=None, predict=None,
+         data_range=None):
     """A fit JSON. With ``runs`` and ``predict`` (the law on those runs), held-out blocks carry
     per-run predictions (s2, the largest scale with sparse runs, for leave-one-scale-out; all
-    for k-fold);
-    bootstrap refits are ``params`` scattered by ``ci_rel / 4``."""
+    for k-fold); bootstrap refits scatter every coefficient by about ``ci_rel / 4`` (seeded)."""
     rng = np.random.default_rng(len(query))
-    samples = [{k: v * (1 + rng.normal(0, ci_rel / 4)) for k, v in params.items()} for _ in range(40)]
+    samples = [{k: v * float(np.exp(ci_rel / 4 * rng.normal())) for k, v in params.items()} for _ in range(40)]
     fit = {"law": law, "params": params, "status": {"usable": True, "reasons": [], "at_bounds": []},
            "ci": {k: [v * (1 - ci_rel), v * (1 + ci_rel)] for k, v in params.items()},
-           "bootstrap": {"n_boot": len(samples), "n_failed": 0, "samples": samples},
+           "bootstrap": {"n_boot": len(samples), "n_failed": 0, "level": 0.95, "samples": samples},
            "fit_loss": 1e-4, "n_points": n_points, "query": query, "columns": columns, "dropped": [],
            "heldout": {"leave_one_scale_out": {"mae": loso, "rmse": loso * 1.3, "held_out_scale": "s2"},
                        "kfold": {"mae": kfold, "rmse": kfold * 1.3, "k": 5}}}
@@ -141,7 +141,13 @@ def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None,
                 for r, o, q in zip(rows["run_id"], rows["final_val_loss"], predict(rows))]
     if units:
         fit["units"] = units
+    if data_range:
+        fit["data_range"] = data_range
     return fit
+
+
+def _range(frame: pd.DataFrame, **columns: str) -> dict:
+    return {role: [float(frame[col].min()), float(frame[col].max())] for role, col in columns.items()}
 
 
 def _least_squares(model, x0, frame, cols, free):
@@ -183,12 +189,15 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
     cols = lambda n: {"n": n, "d": "tokens", "loss": "final_val_loss"}  # noqa: E731
     return {
         "average_params": _fit("average-params", avg, 0.08, std_q, cols("n_avg"), 0.012, 0.010, len(std), runs=std,
-                               predict=lambda r: _chin(avg, r["n_avg"], r["tokens"])),
+                               predict=lambda r: _chin(avg, r["n_avg"], r["tokens"]),
+                               data_range=_range(std, N="n_avg", D="tokens")),
         "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std), runs=std,
                              predict=lambda r: _chin(fin, r["n_final"], r["tokens"])),
-        "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense)),
+        "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense),
+                           data_range=_range(dense, N="n_avg", D="tokens")),
         "sparsity": _fit("sparsity", spa, 0.2, uni_q, {"s": "sparsity", **cols("n_final")}, 0.02, 0.02, len(uni),
-                         units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"}),
+                         units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"},
+                         data_range=_range(uni, S="sparsity", N="n_final", D="tokens")),
         "synthetic": _fit("chinchilla", syn, 0.03, syn_q, cols("n_avg"), 0.01, 0.01, 6),
     }
 
@@ -249,7 +258,7 @@ if __name__ == "__main__":  # python tests/notebook_fixtures.py DIR
 # ---------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law", "against_papers",
-             "cost")
+             "cost", "planner")
 _CACHE: dict = {}
 
 
@@ -284,7 +293,7 @@ def executed_notebooks() -> dict:
     bare = {**params, "fits": {}, "steps_parquet": str(root / "missing.parquet")}
     jobs = {name: (REPO / "notebooks" / f"{name}.ipynb", root / "out" / name, params) for name in NOTEBOOKS}
     jobs["against_papers_variant"] = (REPO / "notebooks" / "against_papers.ipynb", root / "out-variant" / "against_papers", variant)
-    for name in ("sparsity_law", "against_papers", "training_curves"):
+    for name in ("sparsity_law", "against_papers", "training_curves", "planner"):
         jobs[f"{name}_bare"] = (REPO / "notebooks" / f"{name}.ipynb", root / "out-bare" / name, bare)
     unbenchmarked = root / "unbenchmarked-runs.csv"
     pd.read_csv(params["runs_csv"]).drop(columns=["job_wall_s", "job_cpu_s", "job_max_rss_mb"]).to_csv(unbenchmarked,

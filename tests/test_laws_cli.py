@@ -53,6 +53,12 @@ def test_fit_average_params_csv(tmp_path):
     rows = fit["derived"]["compute_optimal"]
     assert len(rows) == 4 and all(r["n_opt"] > 0 and r["d_opt"] > 0 for r in rows)
     assert "G" in fit["derived"]["ci"]
+    samples = fit["bootstrap"]["samples"]  # the refits, for intervals on any later prediction
+    assert len(samples) == 10 - fit["bootstrap"]["n_failed"] and set(samples[0]) == set(fit["params"])
+    lo, hi = fit["ci"]["alpha"]
+    assert lo <= sorted(s["alpha"] for s in samples)[len(samples) // 2] <= hi
+    (n_lo, n_hi), (d_lo, d_hi) = fit["data_range"]["N"], fit["data_range"]["D"]
+    assert 3e6 <= n_lo < n_hi == frame["n_avg"].max() and frame["tokens"].min() <= d_lo < d_hi <= frame["tokens"].max()
     assert abs(fit["params"]["alpha"] - CHIN_TRUE["alpha"]) < 0.08
     assert not list(out.parent.glob(".*.tmp"))  # written atomically, no temp left
 

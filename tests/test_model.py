@@ -14,6 +14,7 @@ from sparsescale.model import (
     count_params,
     param_counts,
     prunable_linears,
+    prunable_shapes,
     rotary_tables,
 )
 
@@ -51,6 +52,12 @@ def test_paper_rung_counts():
     c = count_params(ModelConfig(vocab_size=32000, d_model=512, n_layers=6, n_heads=8, d_ff=2048))
     assert c["n_prunable"] == 6 * (4 * 512**2 + 3 * 512 * 2048) + 512 * 32000
     assert c["n_embedding"] == 512 * 32000
+
+
+def test_prunable_shapes_match_the_built_model():
+    cfg = tiny(n_layers=3, d_ff=80, vocab_size=72)
+    built = [(name, tuple(m.weight.shape)) for name, m in prunable_linears(Transformer(cfg))]
+    assert prunable_shapes(cfg) == built
 
 
 def test_prunable_linears_cover_every_linear_incl_head_and_no_biases():

@@ -23,6 +23,7 @@ EXPECTED_FIGURES = {
                      "optimal_sparsity_vs_data", "nm_vs_unstructured"],
     "against_papers": ["claims_overview"],
     "cost": ["cost_vs_flops", "cost_vs_n_and_d", "peak_memory"],
+    "planner": ["tokens_per_param", "schedule_loss_vs_compute", "optimal_sparsity_vs_compute"],
 }
 # table -> (required columns, expected row count or None)
 EXPECTED_TABLES = {
@@ -47,6 +48,14 @@ EXPECTED_TABLES = {
                                      "overhead_plus_loop_s"], 4),
              "cost_per_run": (["run_id", "train_flops", "job_wall_s", "job_cpu_s", "job_max_rss_mb", "overhead_s"],
                               None)},
+    # 3 fits x 3 rungs x 2 budgets; 3 x 2 x 4 final sparsities; 3 non-zero sizes x 6 budgets; 3 + 1 + 1 answers
+    "planner": {"dense_allocation": (["fit", "scale", "budget", "n_opt", "tokens_per_param", "extrapolation"], 18),
+                "schedule_ranking": (["scale", "budget", "final_sparsity", "best_window", "window_rank",
+                                      "gap_to_best", "window_p_best"], 24),
+                "optimal_sparsity": (["n_nonzero", "compute_flops", "s_opt", "gain_vs_dense", "multiplier",
+                                      "extrapolation"], 18),
+                "advice": (["question", "papers' advice", "law", "recommendation at the papers' scales",
+                            "extrapolated"], 5)},
 }
 
 
@@ -122,6 +131,12 @@ def test_missing_inputs_give_notes_not_broken_figures(executed):
     assert list(verdicts.loc[1:, "verdict"]) == ["not tested"] * 3
     _assert_real_png(out["against_papers_bare"] / "figures" / "claims_overview.png")
     assert not list((out["training_curves_bare"] / "figures").glob("*.png"))
+    # the planner without our fits: the published coefficient sets still answer the dense question
+    names = [f["name"] for f in json.loads((out["planner_bare"] / "figures.json").read_text())]
+    assert names == ["tokens_per_param"]
+    advice = pd.read_csv(out["planner_bare"] / "tables" / "advice.csv")
+    assert list(advice["law"]) == ["published:besiroglu2024", "published:hoffmann2022"]
+    assert "No <code>average_params</code> fit was given" in (out["planner_bare"] / "planner.html").read_text()
     assert "No validation losses" in (out["training_curves_bare"] / "training_curves.html").read_text()
 
 
@@ -202,3 +217,20 @@ def test_templates_are_papermill_ready():
         for key in ("runs_csv", "steps_parquet", "fits", "data_manifests", "config_path", "figures_dir", "tables_dir"):
             assert f"{key} =" in src, f"{name}: parameter {key} missing"
         assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), f"{name}: stored outputs"
+
+
+def test_planner_answers_come_from_the_fits(executed):
+    """The planner's tables are the planning library's answers on the given fits, with intervals."""
+    from sparsescale import plan
+
+    out = executed["out"]["planner"] / "tables"
+    fit = plan.load_fit(executed["params"]["fits"]["dense_only"])
+    table = pd.read_csv(out / "dense_allocation.csv")
+    ours = table[table["fit"] == fit.name]
+    expected = plan.dense_allocation(fit, ours["compute_flops"], plan.make_cost("H100"))
+    np.testing.assert_allclose(ours["n_opt"], expected["n_opt"], rtol=1e-9)
+    assert ours["tokens_per_param"].str.contains(r"\[").all()  # bootstrap intervals from the refits
+    assert not table[table["fit"].str.startswith("published:")]["tokens_per_param"].astype(str).str.contains(r"\[").any()
+    ranking = pd.read_csv(out / "schedule_ranking.csv")
+    assert set(ranking["scale"]) == {"58M", "162M", "468M"} and (ranking["schedules"] == 10).all()
+    assert ranking["window_rank"].between(1, 10).all() and (ranking["gap_to_best"] >= 0).all()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsescale.model import ModelConfig, Transformer, prunable_linears
+from sparsescale.model import ModelConfig, Transformer, prunable_linears, prunable_shapes
 from sparsescale.pruning import (
     Pruner,
     Schedule,
@@ -19,8 +19,10 @@ from sparsescale.pruning import (
     geometric_fraction,
     geometric_mean_density,
     magnitude_score,
+    planned_nonzero,
     prune_smallest,
     pruner_for_model,
+    pruning_groups,
     solve_compute_boundaries,
     sparsity_per_step,
     target_count,
@@ -218,6 +220,25 @@ def test_sqrt_embedding_sparsity():
     body = [pruner.masks[n] for n, _ in prunable_linears(model) if n != "lm_head.weight"]
     assert _pruned(body) == target_count(s, sum(b.numel() for b in body))
     assert pruner.check(s) == []
+
+
+@pytest.mark.parametrize("spec", [{"method": "global"}, {"method": "uniform"}, {"method": "nm", "n": 1, "m": 4},
+                                  {"method": "uniform", "embedding_sparsity": "sqrt"},
+                                  {"method": "global", "embedding_sparsity": "sqrt"}, {"method": "dense"}])
+def test_planned_nonzero_is_what_the_pruner_reaches(spec):
+    """The planner's count from layer sizes alone equals a real pruner's after each event."""
+    model = tiny_model(vocab=72)  # a head whose size makes per-layer rounding differ from global
+    pruner = pruner_for_model(model, spec)
+    shapes = prunable_shapes(model.cfg)
+    sizes = {name: rows * cols for name, (rows, cols) in shapes}
+    names = [name for name, _ in shapes]
+    groups = pruning_groups(names, "lm_head.weight", "tok_emb.weight", spec["method"],
+                            spec.get("embedding_sparsity", "none"))
+    final = 0.75 if spec["method"] == "nm" else 0.83
+    for s in (0.0, 0.137, 0.5, final):
+        if spec["method"] != "dense":
+            pruner.prune_to(s)
+        assert planned_nonzero(sizes, names, groups, s) == pruner.n_nonzero_prunable()
 
 
 def test_prune_smallest_exact_with_all_ties():

@@ -17,6 +17,7 @@ STAGE_MODULES = (
     "sparsescale.train_cli",
     "sparsescale.aggregate",
     "sparsescale.laws.cli",
+    "sparsescale.plan_cli",
     "sparsescale.report",
     "sparsescale.provenance",
 )

@@ -53,33 +53,52 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def load_config(*paths: str | Path) -> dict:
-    """Load and merge config files (later ones override, as Snakemake's --configfile does)."""
+def load_config(*sources: str | Path | dict) -> dict:
+    """Load and merge config files (later ones override, as Snakemake's --configfile does);
+    a source may also be a mapping already loaded (e.g. a fragment about to be written)."""
     config: dict = {}
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        _deep_update(config, yaml.safe_load(path.read_text()) or {})
+    for source in sources:
+        if not isinstance(source, dict):
+            path = Path(source)
+            if not path.is_file():
+                raise InputError(f"{path}: config file not found")
+            source = yaml.safe_load(path.read_text()) or {}
+        _deep_update(config, copy.deepcopy(source))
     return resolve(config)
 
 
 def resolve(config: dict) -> dict:
     """Validate against the schema, fill every default, and cross-check references."""
+    schema = load_schema()
+    _validate(config, schema)
+    config = copy.deepcopy(config)
+    _fill_defaults(config, schema, schema)
+    check(config)
+    return config
+
+
+def _validate(instance: dict, schema: dict) -> None:
     import jsonschema
 
-    schema = load_schema()
     errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path)
+        jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.path)
     )
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.path) or "(top level)"
         raise InputError(f"config key '{where}': {err.message}")
-    config = copy.deepcopy(config)
-    _fill_defaults(config, schema, schema)
-    check(config)
-    return config
+
+
+def resolve_schedule_family(family: str, spec: Any) -> dict[str, dict]:
+    """One schedule family given outside a config file (a mapping as under ``schedules:``):
+    checked against the schema, defaults filled, and expanded exactly as the config's own."""
+    schema = load_schema()
+    sub = {"$defs": schema["$defs"], "type": "object", "additionalProperties": False,
+           "properties": {"schedules": schema["properties"]["schedules"]}}
+    instance = {"schedules": {family: copy.deepcopy(spec)}}
+    _validate(instance, sub)
+    _fill_defaults(instance, sub, sub)
+    return schedule_variants(family, instance["schedules"][family])
 
 
 def check(config: dict) -> None:

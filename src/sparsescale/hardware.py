@@ -27,9 +27,17 @@ def peak_flops(device_name: str, override: float | None = None) -> float | None:
         return float(override)
     if not device_name.startswith("cuda:"):
         return None
+    entry = datasheet_entry(device_name)
+    return entry[1] if entry else None
+
+
+def datasheet_entry(device_name: str) -> tuple[str, float] | None:
+    """(table name, peak FLOP/s) of the first table entry found in ``device_name`` (any case):
+    "H100", "NVIDIA H100 80GB HBM3" and "cuda:NVIDIA H100 80GB HBM3" all give the H100 SXM."""
+    lowered = device_name.lower()
     for name, peak in PEAK_BF16_FLOPS:
-        if name in device_name:
-            return peak
+        if name.lower() in lowered:
+            return name, peak
     return None
 
 

@@ -52,11 +52,22 @@ class ModelConfig:
         return asdict(self)
 
 
+def prunable_shapes(cfg: ModelConfig) -> list[tuple[str, tuple[int, int]]]:
+    """(weight name, (out, in)) of every prunable linear, in ``prunable_linears`` order, from
+    the config alone: planning a 468M-parameter run needs no model in memory."""
+    d, f = cfg.d_model, cfg.d_ff
+    shapes = []
+    for i in range(cfg.n_layers):
+        shapes += [(f"blocks.{i}.attn.{w}.weight", (d, d)) for w in ("wq", "wk", "wv", "wo")]
+        shapes += [(f"blocks.{i}.mlp.w_gate.weight", (f, d)), (f"blocks.{i}.mlp.w_up.weight", (f, d)),
+                   (f"blocks.{i}.mlp.w_down.weight", (d, f))]
+    return shapes + [("lm_head.weight", (cfg.vocab_size, d))]
+
+
 def count_params(cfg: ModelConfig) -> dict[str, int]:
     """Parameter counts from the shapes alone (no model built)."""
-    d, f, layers, vocab = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.vocab_size
-    per_layer = 4 * d * d + 3 * d * f
-    prunable = layers * per_layer + d * vocab
+    d, layers, vocab = cfg.d_model, cfg.n_layers, cfg.vocab_size
+    prunable = sum(rows * cols for _, (rows, cols) in prunable_shapes(cfg))
     embedding = vocab * d
     norm = (2 * layers + 1) * d
     return {

@@ -144,11 +144,13 @@ class Schedule:
 
 
 def sparsity_per_step(events: list[tuple[int, float]], total_steps: int) -> np.ndarray:
-    sp = np.zeros(total_steps, dtype=np.float64)
-    for boundary, s in events:  # boundaries ascending, sparsities non-decreasing
-        if boundary < total_steps:
-            sp[boundary:] = s
-    return sp
+    """Each step trains at the sparsity of the last event at or before it (0 before the first);
+    one search over the ascending boundaries, so a 50k-step schedule of 500 events is cheap."""
+    if not events:
+        return np.zeros(total_steps, dtype=np.float64)
+    bounds = np.array([b for b, _ in events])
+    levels = np.concatenate([[0.0], [s for _, s in events]])
+    return levels[np.searchsorted(bounds, np.arange(total_steps), side="right")].astype(np.float64)
 
 
 def _events(shape: str, final_sparsity: float, a: int, b: int, every: int) -> list[tuple[int, float]]:
@@ -328,6 +330,34 @@ class _Group:
     sqrt: bool = False  # at 1 - sqrt(1 - s) (embedding / head under embedding_sparsity: sqrt)
 
 
+def pruning_groups(linear_names: list[str], head_name: str, embedding_name: str | None, method: str,
+                   embedding_sparsity: str = "none") -> list[_Group]:
+    """The groups a method prunes together: ``global`` one group over every linear, ``uniform``
+    and ``nm`` one per linear; ``embedding_sparsity: sqrt`` moves the head (and adds the
+    embedding) into per-layer groups at 1 - sqrt(1 - s)."""
+    if method == "dense":
+        return []
+    body = [x for x in linear_names if not (embedding_sparsity == "sqrt" and x == head_name)]
+    groups = [_Group(body, "global")] if method == "global" else [_Group([x], method) for x in body]
+    if embedding_sparsity == "sqrt":
+        groups.append(_Group([head_name], "uniform", sqrt=True))
+        if embedding_name is not None:
+            groups.append(_Group([embedding_name], "uniform", sqrt=True))
+    return groups
+
+
+def planned_nonzero(sizes: dict[str, int], linear_names: list[str], groups: list[_Group], sparsity: float) -> int:
+    """Non-zero prunable (linear) weights once ``Pruner.prune_to(sparsity)`` has run from a
+    dense start: every group then has exactly ``target_count`` of its weights pruned, so the
+    count follows from the layer sizes alone (planning; no weights needed)."""
+    linear = set(linear_names)
+    nonzero = sum(sizes[x] for x in linear_names)
+    for g in groups:
+        if g.names[0] in linear:
+            nonzero -= target_count(Pruner.group_sparsity(g, sparsity), sum(sizes[x] for x in g.names))
+    return nonzero
+
+
 class Pruner:
     """Masks for a model's prunable weights, the events that update them, and their accounting.
 
@@ -351,17 +381,7 @@ class Pruner:
         self.params = params
         self.linear_names = list(linear_names)
         self.method, self.n, self.m = method, n, m
-        self.groups: list[_Group] = []
-        if method != "dense":
-            body = [x for x in linear_names if not (embedding_sparsity == "sqrt" and x == head_name)]
-            if method == "global":
-                self.groups.append(_Group(body, "global"))
-            else:
-                self.groups += [_Group([x], method) for x in body]
-            if embedding_sparsity == "sqrt":
-                self.groups.append(_Group([head_name], "uniform", sqrt=True))
-                if embedding_name is not None:
-                    self.groups.append(_Group([embedding_name], "uniform", sqrt=True))
+        self.groups = pruning_groups(linear_names, head_name, embedding_name, method, embedding_sparsity)
         names = [x for g in self.groups for x in g.names]
         self.masks: dict[str, torch.Tensor] = {x: torch.ones_like(params[x], memory_format=torch.contiguous_format) for x in names}
         self._weights = [params[x] for x in names]

@@ -28,7 +28,7 @@ from sparsescale.io import InputError, get_logger, write_text
 log = get_logger("sparsescale.report")
 
 NOTEBOOK_ORDER = ("against_papers", "schedules", "training_curves", "when_to_prune", "average_params_law", "sparsity_law",
-                  "cost")
+                  "cost", "planner")
 TITLES = {
     "against_papers": "Against the papers: verdicts",
     "schedules": "Pruning schedules",
@@ -37,6 +37,7 @@ TITLES = {
     "average_params_law": "The average-parameter law (paper A)",
     "sparsity_law": "The sparsity law L(S, N, D) (paper B)",
     "cost": "Cost of a run",
+    "planner": "Planning with the fitted laws at the papers' scales",
 }
 # what each notebook's results answer: the subcategory of a result drawn for no single scale
 NOTEBOOK_CLAIMS = {
@@ -47,6 +48,7 @@ NOTEBOOK_CLAIMS = {
     "average_params_law": "the N̄ law unifies dense and sparse runs",
     "sparsity_law": "optimal sparsity rises with training data",
     "cost": "how cost grows with the work",
+    "planner": "planning runs with the fitted laws",
 }
 RULE = "notebook"
 

@@ -472,10 +472,8 @@ def run_training(
         raw = Transformer(cfg).to(device)
         counts = param_counts(raw)
         n_prunable = counts["n_prunable"]
-        budget = spec["budget_spec"]
-        budget_tokens = budget["tokens"] if "tokens" in budget else budget["tokens_per_param"] * n_prunable
         tokens_per_step = batch_size * seq_len
-        total_steps = max(1, math.ceil(budget_tokens / tokens_per_step))
+        budget_tokens, total_steps = budget_steps(spec["budget_spec"], n_prunable, tokens_per_step)
         try:
             schedule = build_schedule(pr, total_steps)
         except ValueError as err:
@@ -749,6 +747,12 @@ def schedule_preview(spec: dict, n_prunable: int) -> Schedule:
     """The pruning events a spec gives for a model with ``n_prunable`` weights (no training)."""
     spec = validate_spec(spec)
     tr = spec["training"]
-    budget = spec["budget_spec"]
-    tokens = budget["tokens"] if "tokens" in budget else budget["tokens_per_param"] * n_prunable
-    return build_schedule(spec["pruning"], max(1, math.ceil(tokens / (tr["batch_size"] * tr["seq_len"]))))
+    _, total_steps = budget_steps(spec["budget_spec"], n_prunable, tr["batch_size"] * tr["seq_len"])
+    return build_schedule(spec["pruning"], total_steps)
+
+
+def budget_steps(budget_spec: dict, n_prunable: int, tokens_per_step: int) -> tuple[float, int]:
+    """The budget in tokens (absolute, or tokens per prunable parameter of the dense model) and
+    the optimizer steps that cover it: at least one, so a run trains ``steps * tokens_per_step``."""
+    budget_tokens = budget_spec["tokens"] if "tokens" in budget_spec else budget_spec["tokens_per_param"] * n_prunable
+    return budget_tokens, max(1, math.ceil(budget_tokens / tokens_per_step))

@@ -152,11 +152,20 @@ def fit_roles():
 
 def notebook_helpers(wildcards):
     """The package modules a template imports: the reading, claim and drawing helpers, and its own."""
-    own = {"cost": ["cost.py"]}.get(wildcards.notebook, [])
+    own = {"cost": ["cost.py"], "planner": ["plan.py"]}.get(wildcards.notebook, [])
     return [
         workflow_file(f"src/sparsescale/{module}")
         for module in ["results.py", "claims.py", "figures.py", *own]
     ]
+
+
+def notebook_data(wildcards):
+    """Files a template reads besides the study's outputs: the planner's papers' scales
+    (config/paper.yaml) and the published coefficient sets shipped with the package."""
+    if wildcards.notebook != "planner":
+        return []
+    published = sorted((WORKFLOW_ROOT / "src/sparsescale/published").glob("*.json"))
+    return [workflow_file("config/paper.yaml"), *map(str, published)]
 
 
 def notebook_options(wildcards, input):

@@ -3,6 +3,8 @@ rule notebook:
         template=workflow_file("notebooks/{notebook}.ipynb"),
         # the package modules the template imports: a change redraws its figures
         helpers=notebook_helpers,
+        # the planner's papers' scales and published coefficient sets
+        data=notebook_data,
         runs=rules.aggregate.output.runs_csv,
         steps=rules.aggregate.output.steps,
         fits=expand(rules.fit_laws.output[0], fit=FITS),

@@ -250,6 +250,20 @@ class ChinchillaLaw(Law):
                 "tokens_per_param": exp_or_inf(log_d - log_n), "loss": loss, "G": float(exp_or_inf(log_g)),
                 "n_exponent": beta / s, "d_exponent": alpha / s}
 
+    def tokens_for_loss(self, N: Any, loss: Any) -> np.ndarray:
+        """Tokens D at which L(N, D) = loss: D = (B / (loss - E - A/N^alpha))^(1/beta). NaN where
+        ``loss`` is at or below E + A/N^alpha, the D -> infinity limit (unreachable at this N);
+        inf where D exceeds the float range."""
+        self._require_fit()
+        p = self.params
+        n, target = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(loss, dtype=float))
+        gap = target - self.terms(n, 1.0)["size"]
+        reachable = gap > 0
+        log_d = (math.log(p["B"]) - np.log(np.where(reachable, gap, 1.0))) / p["beta"]
+        finite = log_d < np.log(np.finfo(float).max)
+        d = np.where(finite, np.exp(np.where(finite, log_d, 0.0)), np.inf)
+        return np.where(reachable, d, np.nan)
+
     def derived(self, compute: Any = (), **_: Any) -> dict:
         if not self.params or not (self.params["alpha"] > 0 and self.params["beta"] > 0):
             return {"compute_optimal": None, "note": "alpha and beta must be positive for an optimum"}

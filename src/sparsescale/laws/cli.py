@@ -141,9 +141,10 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
         "n_points": law.n_points,
         "ci": boot["ci"] if boot else {},
         "ci_level": ci_level if boot else None,
+        # the refits' coefficients too, so a planner can give any prediction an interval
         "bootstrap": ({k: boot[k] for k in ("n_boot", "n_failed", "level", "method")}
-                      | {"seed": seed, "samples": boot["samples"].to_dict("records")})
-        if boot else None,
+                      | {"seed": seed, "samples": boot["samples"].to_dict("records")}) if boot else None,
+        "data_range": {role: [float(x[role].min()), float(x[role].max())] for role in law.roles},
         "heldout": held,
         "columns": {"N": columns["N"], "D": columns["D"], "loss": columns["L"],
                     **({"S": columns["S"]} if "S" in columns else {}), "scale": scale_col},

@@ -1,0 +1,631 @@
+"""Planning with the fitted laws: a practitioner's questions answered before any training.
+
+Every answer comes from a fit JSON (``sparsescale fit``'s output, ours or anyone's in that
+format) or a published coefficient set shipped in ``published/`` (``published:NAME``):
+
+- ``dense_allocation``: the Chinchilla law's compute-optimal N, D, tokens per parameter and
+  loss for a compute budget C; ``tokens_for_loss``: the D that reaches a target loss at N.
+- ``schedule_plan``: for concrete runs (model shape, budget, pruning schedule, expanded from
+  the config's own syntax), the exact N-bar and training compute from the trainer's own
+  schedule code (``account_run``), the N-bar law's predicted loss, ranked, beside the
+  compute-optimal dense model of equal training compute and the dense model of equal
+  final size.
+- ``sparsity_plan``: paper B's optimal sparsity for non-zero size N and compute C, its D,
+  loss, gain over dense at the same N and effective-parameter multiplier, over an (N, C) grid.
+- ``check_runs``: predicted against observed loss for trained runs (after ``--emit-config``).
+
+Cost: every answer states its training compute in FLOPs and, for a device of the hardware
+table (or a given peak) at an MFU (measured on our runs on that device where there are any,
+else ``DEFAULT_MFU``, stated as assumed), in device-hours: model FLOPs / (peak x MFU).
+
+Uncertainty: a fit JSON holding bootstrap refits (``bootstrap.samples``) gives every
+answer a percentile interval at the fit's level: the answer is recomputed for each refit.
+A refit whose answer leaves the float range (the arithmetic raises) counts as failed and is
+reported. Inputs beyond the fitted range of N, D or S (``data_range``) are flagged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from sparsescale.io import InputError
+
+PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MFU = 0.4  # a typical dense bf16 transformer-training MFU; used only without a measurement
+PAPER_VOCAB_SIZE = 32000  # the papers' Llama-2 SentencePiece vocabulary (config/paper.yaml's tokenizer)
+LAWS = ("chinchilla", "average-params", "sparsity")  # the laws of sparsescale.laws.derived.make_law
+POSITIVE = {"E", "A", "B", "a_S", "c_S", "a_D", "c"}  # optimised as logs: must be > 0
+CHINCHILLA_LAWS = ("chinchilla", "average-params")
+FLOAT_ERRORS = (FloatingPointError, OverflowError, ZeroDivisionError)
+
+
+# ----------------------------------------------------------------------------- fits
+
+
+@dataclass
+class LawFit:
+    """One law's coefficients, its bootstrap refits and the range it was fitted on."""
+
+    name: str
+    law: str
+    params: dict[str, float]
+    samples: list[dict[str, float]] = field(default_factory=list)
+    level: float = 0.95
+    data_range: dict[str, list[float]] | None = None
+    n_column: str | None = None
+    source: str = ""
+    invalid_samples: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # refits with no finite answer, by question
+
+    @property
+    def n_basis(self) -> str:
+        """Which parameter count the law's N is: ``n_avg`` (N-bar), ``n_final``, or ``dense``
+        (a published dense law: N = N-bar for dense runs; paper A's claim extends it to sparse)."""
+        if self.law == "average-params" or self.n_column == "n_avg":
+            return "n_avg"
+        return "n_final" if self.n_column else "dense"
+
+    def model(self, params: dict[str, float] | None = None):
+        """The laws library's object for these (or a refit's) coefficients."""
+        from sparsescale.laws.derived import make_law
+
+        return make_law(self.law).set_params(**(params or self.params))
+
+    def describe(self) -> dict:
+        return {"fit": self.name, "law": self.law, "source": self.source, "params": self.params,
+                "bootstrap_refits": len(self.samples), "level": self.level if self.samples else None,
+                "data_range": self.data_range, "n_basis": self.n_basis}
+
+
+def published_sets() -> list[str]:
+    return sorted(p.stem for p in PUBLISHED_DIR.glob("*.json"))
+
+
+def load_fit(spec: str) -> LawFit:
+    """A fit JSON path, or ``published:NAME`` for a coefficient set shipped with the package."""
+    if spec.startswith("published:"):
+        name = spec.split(":", 1)[1]
+        path = PUBLISHED_DIR / f"{name}.json"
+        if not path.is_file():
+            raise InputError(f"--fit {spec}: no published coefficient set {name!r} "
+                             f"(available: {', '.join('published:' + n for n in published_sets())})")
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError(f"--fit {spec}: file not found")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"--fit {spec}: not valid JSON ({err})") from err
+    if not isinstance(doc, dict):
+        raise InputError(f"--fit {spec}: expected a JSON object with 'law' and 'params'")
+    law = doc.get("law")
+    if law not in LAWS:
+        raise InputError(f"--fit {spec}: 'law' is {law!r}; expected one of {', '.join(LAWS)}")
+    params = _check_params(doc.get("params"), law, f"--fit {spec}: params")
+    boot = doc.get("bootstrap") or {}
+    samples, invalid = [], 0
+    for sample in boot.get("samples") or []:
+        try:
+            samples.append(_check_params(sample, law, "sample"))
+        except InputError:  # a failed refit (null coefficients): left out, counted
+            invalid += 1
+    level = float(boot.get("level") or doc.get("ci_level") or 0.95)
+    columns = {str(k).upper(): v for k, v in (doc.get("columns") or {}).items()}
+    source = doc.get("source") or (f"fit of {doc.get('n_points')} runs from {doc.get('data', 'a runs table')}"
+                                   + (f" (query {doc['query']!r})" if doc.get("query") else ""))
+    data_range = doc.get("data_range") if isinstance(doc.get("data_range"), dict) else None
+    return LawFit(name=spec, law=law, params=params, samples=samples, level=level, data_range=data_range,
+                  n_column=columns.get("N"), source=source, invalid_samples=invalid)
+
+
+def _check_params(params: Any, law: str, where: str) -> dict[str, float]:
+    if not isinstance(params, dict):
+        raise InputError(f"{where}: expected an object of coefficients")
+    from sparsescale.laws.derived import make_law
+
+    names = make_law(law).param_names
+    missing = [k for k in names if k not in params]
+    if missing:
+        raise InputError(f"{where}: missing {', '.join(missing)} (a {law} law has {', '.join(names)})")
+    out = {}
+    for key in names:
+        value = params[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise InputError(f"{where}: {key} is {value!r}, not a finite number")
+        if key in POSITIVE and value <= 0:
+            raise InputError(f"{where}: {key} is {value}; it must be positive")
+        out[key] = float(value)
+    return out
+
+
+def require_law(fit: LawFit, allowed: tuple[str, ...], question: str) -> None:
+    if fit.law not in allowed:
+        raise InputError(f"--fit {fit.name}: a {fit.law} law fit; {question} needs a "
+                         f"{' or '.join(allowed)} law fit")
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+
+def evaluate(fit: LawFit, answer: Callable[[Any], dict[str, np.ndarray]], what: str) -> tuple[dict, dict]:
+    """``answer(law)`` for the fit and for each bootstrap refit.
+
+    Returns (point, draws): ``draws[key]`` stacks the refits' answers, NaN for a refit whose
+    arithmetic left the float range (counted in ``fit.failed[what]``); empty without refits.
+    If the fit's own answer leaves the float range, an InputError says so.
+    """
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        try:
+            point = {k: np.asarray(v, dtype=float) for k, v in answer(fit.model()).items()}
+        except FLOAT_ERRORS as err:
+            raise InputError(f"--fit {fit.name}: its coefficients give no finite {what} ({err})") from err
+    if not fit.samples:
+        return point, {}
+    draws: dict[str, list[np.ndarray]] = {k: [] for k in point}
+    failed = 0
+    for params in fit.samples:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            try:
+                out = answer(fit.model(params))
+            except FLOAT_ERRORS:
+                out, failed = None, failed + 1
+        for key, value in point.items():
+            draw = np.full(value.shape, np.nan) if out is None else np.broadcast_to(np.asarray(out[key], float), value.shape)
+            draws[key].append(draw)
+    fit.failed[what] = failed
+    return point, {k: np.stack(v) for k, v in draws.items()}
+
+
+def quantile_interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, each column over its finite draws only (NaN if < 2)."""
+    flat = draws.reshape(len(draws), -1)
+    lo, hi = np.full(flat.shape[1], np.nan), np.full(flat.shape[1], np.nan)
+    for j in range(flat.shape[1]):
+        good = flat[:, j][np.isfinite(flat[:, j])]
+        if len(good) >= 2:
+            lo[j], hi[j] = np.quantile(good, [(1 - level) / 2, (1 + level) / 2])
+    return lo.reshape(draws.shape[1:]), hi.reshape(draws.shape[1:])
+
+
+def range_flags(fit: LawFit, **values: Any) -> np.ndarray:
+    """Per element, which inputs lie outside the fit's data range, e.g. 'N 12x above; D 3.1x below'."""
+    arrays = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+    shape = np.broadcast_shapes(*(a.shape for a in arrays.values()))
+    if not fit.data_range:
+        return np.full(shape, "fitted range unknown", dtype=object)
+    flags = np.full(shape, "", dtype=object)
+    for role, arr in arrays.items():
+        if role not in fit.data_range:
+            continue
+        lo, hi = map(float, fit.data_range[role])
+        arr = np.broadcast_to(arr, shape)
+        for idx in np.ndindex(shape):
+            v = arr[idx]
+            if not np.isfinite(v) or lo <= v <= hi:
+                continue
+            if role == "S":
+                text = f"S {v:.2f} {'above' if v > hi else 'below'} fitted [{lo:.2f}, {hi:.2f}]"
+            else:
+                text = f"{role} {v / hi:.3g}x above" if v > hi else f"{role} {lo / v:.3g}x below"
+            flags[idx] = f"{flags[idx]}; {text}" if flags[idx] else text
+    return flags
+
+
+def _columns(fit: LawFit, point: dict, draws: dict, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Flat columns: each key, then key_lo / key_hi (percentile interval) where the fit has refits."""
+    out = {}
+    for key in keys:
+        out[key] = np.ravel(point[key])
+        if key in draws:
+            out[f"{key}_lo"], out[f"{key}_hi"] = (np.ravel(a) for a in quantile_interval(draws[key], fit.level))
+    return out
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+@dataclass
+class Cost:
+    """Device-hours for a number of model FLOPs on one device at a given MFU."""
+
+    device: str
+    peak_flops: float
+    mfu: float
+    mfu_source: str
+
+    def hours(self, flops: Any) -> np.ndarray:
+        return np.asarray(flops, dtype=float) / (self.peak_flops * self.mfu) / 3600.0
+
+    def describe(self) -> dict:
+        return {"device": self.device, "peak_flops": self.peak_flops, "mfu": self.mfu, "mfu_source": self.mfu_source,
+                "definition": "device-hours = model FLOPs / (peak FLOP/s x MFU) / 3600 on one device"}
+
+
+def make_cost(device: str = "H100", peak_flops: float | None = None, mfu: float | None = None,
+              runs: pd.DataFrame | None = None) -> Cost:
+    """``device`` names a row of the hardware table (``sparsescale.hardware``) unless
+    ``peak_flops`` is given; MFU: ``mfu``, else the median measured MFU of ``runs`` on that
+    device, else ``DEFAULT_MFU`` (stated as assumed)."""
+    from sparsescale.hardware import PEAK_BF16_FLOPS, datasheet_entry
+
+    entry = datasheet_entry(device) if device else None
+    if peak_flops is not None:
+        if not peak_flops > 0:
+            raise InputError(f"--peak-flops must be positive FLOP/s, got {peak_flops}")
+        label = f"{device} at {peak_flops:.3g} FLOP/s" if device else f"a device of {peak_flops:.3g} FLOP/s"
+        peak = float(peak_flops)
+    elif entry is None:
+        raise InputError(f"--device {device!r}: not in the hardware table "
+                         f"({', '.join(n for n, _ in PEAK_BF16_FLOPS)}); give --peak-flops")
+    else:
+        label, peak = entry
+    if mfu is not None:
+        if not 0 < mfu <= 1:
+            raise InputError(f"--mfu must be in (0, 1], got {mfu}")
+        return Cost(label, peak, float(mfu), "given (--mfu)")
+    if runs is not None and entry is not None and {"mfu", "device"} <= set(runs.columns):
+        mine = runs[runs["mfu"].notna() & runs["device"].astype(str).map(lambda d: (datasheet_entry(d) or ("",))[0] == entry[0])]
+        if len(mine):
+            return Cost(label, peak, float(mine["mfu"].median()), f"median of {len(mine)} measured runs on {entry[0]}")
+    return Cost(label, peak, DEFAULT_MFU, "assumed (no measured run on this device; pass --mfu)")
+
+
+# ----------------------------------------------------------------------------- question 1: dense
+
+
+def positive_values(values: Any, arg: str) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    bad = arr[~(np.isfinite(arr) & (arr > 0))]
+    if arr.size == 0 or bad.size:
+        raise InputError(f"{arg}: every value must be a positive number, got {bad[0] if bad.size else 'nothing'}")
+    return arr
+
+
+def dense_allocation(fit: LawFit, compute: Any, cost: Cost) -> pd.DataFrame:
+    """Compute-optimal N, D, tokens per parameter and loss for each budget C = 6 N D."""
+    require_law(fit, CHINCHILLA_LAWS, "the dense allocation")
+    if not (fit.params["alpha"] > 0 and fit.params["beta"] > 0):
+        raise InputError(f"--fit {fit.name}: alpha and beta must be positive for a compute-optimal allocation")
+    c = positive_values(compute, "--compute")
+
+    def answer(law):
+        co = law.compute_optimal(c)
+        return {k: co[k] for k in ("n_opt", "d_opt", "tokens_per_param", "loss")}
+
+    point, draws = evaluate(fit, answer, "compute-optimal allocation")
+    frame = pd.DataFrame({"fit": fit.name, "compute_flops": c,
+                          **_columns(fit, point, draws, ("n_opt", "d_opt", "tokens_per_param", "loss")),
+                          "device_hours": cost.hours(c),
+                          "extrapolation": range_flags(fit, N=point["n_opt"], D=point["d_opt"])})
+    return frame
+
+
+def tokens_for_loss(fit: LawFit, n: Any, target_loss: Any, cost: Cost) -> pd.DataFrame:
+    """The tokens D at which a dense model of N parameters reaches ``target_loss``."""
+    require_law(fit, CHINCHILLA_LAWS, "tokens for a target loss")
+    n_arr = positive_values(n, "--n")
+    loss_arr = positive_values(target_loss, "--target-loss")
+    nn, ll = (a.ravel() for a in np.meshgrid(n_arr, loss_arr, indexing="ij"))
+    limit = fit.model().terms(nn, 1.0)["size"]
+    unreachable = ll <= limit
+    if unreachable.any():
+        i = int(np.flatnonzero(unreachable)[0])
+        raise InputError(f"--target-loss {ll[i]:g} is not reachable at --n {nn[i]:g}: with unlimited data "
+                         f"--fit {fit.name} predicts {limit[i]:.4f} at that size")
+
+    def answer(law):
+        d = law.tokens_for_loss(nn, ll)
+        return {"tokens": d, "tokens_per_param": d / nn, "compute_flops": 6.0 * nn * d}
+
+    point, draws = evaluate(fit, answer, "token count")
+    frame = pd.DataFrame({"fit": fit.name, "n": nn, "target_loss": ll,
+                          **_columns(fit, point, draws, ("tokens", "tokens_per_param", "compute_flops")),
+                          "device_hours": cost.hours(point["compute_flops"]),
+                          "extrapolation": range_flags(fit, N=nn, D=point["tokens"])})
+    return frame
+
+
+# ----------------------------------------------------------------------------- runs: exact accounting
+
+
+def account_run(spec: dict, vocab_size: int) -> dict:
+    """Exact parameter and compute accounting of one run spec (``config.run_spec``), by the
+    trainer's own code: its spec validation, step count, schedule (``build_schedule``) and
+    pruning groups; the non-zero count of every step follows from the layer sizes
+    (``planned_nonzero``), so no model is built. Raises InputError naming the model or budget."""
+    from sparsescale.model import ModelConfig, flops_per_token, prunable_shapes
+    from sparsescale.pruning import build_schedule, planned_nonzero, pruning_groups
+    from sparsescale.train import budget_steps, validate_spec
+
+    spec = validate_spec(spec)
+    tr, pr = spec["training"], spec["pruning"]
+    try:
+        cfg = ModelConfig(vocab_size=int(vocab_size), max_seq_len=tr["seq_len"],
+                          **{k: spec["model"][k] for k in ("d_model", "n_layers", "n_heads", "d_ff")})
+    except ValueError as err:
+        raise InputError(f"model {spec['scale']}: {err}") from err
+    shapes = prunable_shapes(cfg)
+    sizes = {name: rows * cols for name, (rows, cols) in shapes}
+    names = [name for name, _ in shapes]
+    n_prunable = sum(sizes.values())
+    tokens_per_step = tr["batch_size"] * tr["seq_len"]
+    budget_tokens, steps = budget_steps(spec["budget_spec"], n_prunable, tokens_per_step)
+    if budget_tokens < tokens_per_step:
+        raise InputError(f"budget {spec['budget']} ({budget_tokens:g} tokens) is below one optimizer step of "
+                         f"{tokens_per_step} tokens (batch_size {tr['batch_size']} x seq_len {tr['seq_len']})")
+    if pr["method"] == "nm":
+        bad = [name for name, (_, cols) in shapes if cols % pr["m"]]
+        if bad:
+            raise InputError(f"schedule {spec['schedule']}: m = {pr['m']} does not divide the input width of {bad[0]}")
+    schedule = build_schedule(pr, steps)
+    groups = pruning_groups(names, "lm_head.weight", "tok_emb.weight", pr["method"], pr["embedding_sparsity"])
+    levels, step_level = np.unique(schedule.sparsity_per_step(), return_inverse=True)
+    nonzero = np.array([planned_nonzero(sizes, names, groups, s) for s in levels], dtype=float)[step_level]
+    final_sparsity = schedule.events[-1][1] if schedule.events else 0.0
+    n_final = planned_nonzero(sizes, names, groups, final_sparsity)
+    tokens = steps * tokens_per_step
+    compute = 6.0 * float(nonzero.sum()) * tokens_per_step  # the trainer's C = 6 sum_t N_t tokens_t
+    return {"run_id": spec["run_id"], "scale": spec["scale"], "budget": spec["budget"], "schedule": spec["schedule"],
+            "method": pr["method"], "target_sparsity": pr["final_sparsity"], "start": pr["start"], "end": pr["end"],
+            "n_prunable": n_prunable, "n_final": n_final, "n_avg": compute / (6.0 * tokens),
+            "sparsity": 1.0 - n_final / n_prunable, "tokens": tokens, "steps": steps, "events": len(schedule.events),
+            "compute_flops": compute, "model_flops": flops_per_token(cfg, tr["seq_len"]) * tokens}
+
+
+def account_study(study: dict, vocab_sizes: dict[str, int], experiments: list[str] | None = None) -> pd.DataFrame:
+    """``account_run`` for every run of a resolved config (or of the named experiments)."""
+    from sparsescale import config as cfgmod
+
+    if experiments is not None:
+        study = {**study, "experiments": [e for e in study["experiments"] if e["name"] in experiments]}
+    rows = []
+    for run in cfgmod.runs(study):
+        if run.corpus not in vocab_sizes:
+            raise InputError(f"corpus {run.corpus}: no vocabulary size (give --vocab-size)")
+        rows.append({**account_run(cfgmod.run_spec(study, run), vocab_sizes[run.corpus]), "corpus": run.corpus,
+                     "seed": run.seed})
+    return pd.DataFrame(rows)
+
+
+def vocab_size(study: dict, corpus: str, results: str | Path = "results", given: int | None = None) -> tuple[int, str]:
+    """The vocabulary a corpus trains with: ``given``, else its tokens manifest (what the
+    trainer reads), else the config's BPE ``vocab_size``. Returns (size, where it came from)."""
+    if given is not None:
+        if given < 2:
+            raise InputError(f"--vocab-size must be at least 2, got {given}")
+        return int(given), "--vocab-size"
+    if corpus not in study["corpora"]:
+        raise InputError(f"--corpus {corpus}: not defined under 'corpora' ({', '.join(study['corpora'])})")
+    manifest = Path(results) / "data" / corpus / "tokens" / "manifest.json"
+    if manifest.is_file():
+        return int(json.loads(manifest.read_text())["vocab_size"]), str(manifest)
+    tokenizer = study["corpora"][corpus]["tokenizer"]
+    if tokenizer.get("vocab_size"):
+        return int(tokenizer["vocab_size"]), f"corpora/{corpus}/tokenizer/vocab_size (no {manifest} yet)"
+    raise InputError(f"corpus {corpus}: no {manifest} and no tokenizer vocab_size in the config; give --vocab-size")
+
+
+# ----------------------------------------------------------------------------- predictions for runs
+
+
+def predict_runs(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool = False) -> pd.DataFrame:
+    return _predictions(fit, runs, dense_comparisons)[0]
+
+
+def _predictions(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Each accounted run's predicted final loss (with interval and range flags). A Chinchilla
+    type law takes N-bar (``n_avg``) or the final count, as it was fitted; the sparsity law takes
+    (S, N_final, D). With ``dense_comparisons`` (Chinchilla type only): the compute-optimal dense
+    model of equal training compute and the dense model of the run's final size on its tokens,
+    and the run's gain over each (paired per refit)."""
+    s, n_final, n_avg, d = (runs[k].to_numpy(float) for k in ("sparsity", "n_final", "n_avg", "tokens"))
+    keys: tuple[str, ...] = ("loss",)
+    if fit.law == "sparsity":
+        def answer(law):
+            return {"loss": law.loss(s, n_final, d)}
+
+        flags = range_flags(fit, S=s, N=n_final, D=d)
+    else:
+        n = n_final if fit.n_basis == "n_final" else n_avg
+        compute = runs["compute_flops"].to_numpy(float)
+        positive = fit.params["alpha"] > 0 and fit.params["beta"] > 0
+        dense_comparisons = dense_comparisons and positive
+
+        def answer(law):
+            out = {"loss": law.predict(N=n, D=d)}
+            if dense_comparisons:
+                opt = law.compute_optimal(compute)
+                size = law.predict(N=n_final, D=d)
+                out.update(dense_equal_compute_n=opt["n_opt"], dense_equal_compute_loss=opt["loss"],
+                           gain_vs_equal_compute=opt["loss"] - out["loss"], dense_equal_size_loss=size,
+                           gain_vs_equal_size=size - out["loss"])
+            return out
+
+        if dense_comparisons:
+            keys += ("dense_equal_compute_n", "dense_equal_compute_loss", "gain_vs_equal_compute",
+                     "dense_equal_size_loss", "gain_vs_equal_size")
+        flags = range_flags(fit, N=n, D=d)
+    point, draws = evaluate(fit, answer, "loss prediction")
+    out = pd.DataFrame({"fit": fit.name, **{k: runs[k].to_numpy() for k in runs.columns}, **_columns(fit, point, draws, keys),
+                        "extrapolation": flags})
+    return out, draws.get("loss")
+
+
+def schedule_plan(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
+    """Accounted runs (``account_study``) ranked by the N-bar law's predicted loss, with the
+    dense alternatives and the share of refits in which each run is the best (``p_best``)."""
+    require_law(fit, CHINCHILLA_LAWS, "the schedule ranking (paper A's N-bar law)")
+    if fit.n_basis == "n_final":
+        raise InputError(f"--fit {fit.name}: fitted on the final non-zero count ({fit.n_column}); the schedule "
+                         f"ranking needs a law in N-bar (an average-params fit)")
+    out, draws = _predictions(fit, runs, dense_comparisons=True)
+    if draws is not None:
+        whole = draws[np.isfinite(draws).all(axis=1)]  # refits that predict every run
+        if len(whole):
+            out["p_best"] = np.bincount(np.argmin(whole, axis=1), minlength=len(runs)) / len(whole)
+    out["device_hours"] = cost.hours(runs["model_flops"].to_numpy(float))
+    out = out.sort_values(["loss", "run_id"], kind="stable").reset_index(drop=True)
+    out.insert(1, "rank", np.arange(1, len(out) + 1))
+    return out
+
+
+# ----------------------------------------------------------------------------- question 3: sparsity
+
+
+def sparsity_plan(fit: LawFit, n_values: Any, compute: Any, cost: Cost, s_max: float = 0.99) -> pd.DataFrame:
+    """Paper B's optimal sparsity over the (non-zero N, compute C) grid (definition:
+    ``sparsescale.laws.sparsity.OPTIMAL_SPARSITY_DEFINITION``)."""
+    require_law(fit, ("sparsity",), "the optimal sparsity")
+    if not 0 < s_max < 1:
+        raise InputError(f"--s-max must be in (0, 1), got {s_max}")
+    nn, cc = (a.ravel() for a in np.meshgrid(positive_values(n_values, "--n"), positive_values(compute, "--compute"),
+                                            indexing="ij"))
+
+    def answer(law):
+        # a loss that leaves the float range at some S is +inf there: never the optimum
+        with np.errstate(over="ignore"):
+            opt = law.optimal_sparsity(nn, cc, s_max=s_max)
+        return {"s_opt": opt["s_opt"], "tokens": opt["d"], "loss": opt["loss"], "dense_loss": opt["dense_loss"],
+                "gain_vs_dense": opt["dense_loss"] - opt["loss"], "multiplier": law.effective_multiplier(opt["s_opt"]),
+                "at_s_max": opt["at_bound"]}
+
+    point, draws = evaluate(fit, answer, "optimal sparsity")
+    frame = pd.DataFrame({"fit": fit.name, "n_nonzero": nn, "compute_flops": cc,
+                          **_columns(fit, point, draws, ("s_opt", "tokens", "loss", "dense_loss", "gain_vs_dense", "multiplier")),
+                          "dense_tokens": cc / (6.0 * nn), "at_s_max": point["at_s_max"].astype(bool),
+                          "device_hours": cost.hours(cc),
+                          "extrapolation": range_flags(fit, S=point["s_opt"], N=nn, D=point["tokens"])})
+    return frame
+
+
+# ----------------------------------------------------------------------------- emitted runs
+
+
+def nearest_scale(study: dict, vocab: int, target: float, scales: list[str] | None = None) -> tuple[str, int]:
+    """The config model whose prunable count is nearest ``target`` in log scale: (name, count)."""
+    from sparsescale.model import ModelConfig, count_params
+
+    names = scales or list(study["models"])
+    unknown = [s for s in names if s not in study["models"]]
+    if unknown:
+        raise InputError(f"--scales {unknown[0]}: not a model of the config ({', '.join(study['models'])})")
+    counts = {s: count_params(ModelConfig(vocab_size=vocab, **study["models"][s]))["n_prunable"] for s in names}
+    best = min(names, key=lambda s: (abs(math.log(counts[s] / target)), s))
+    return best, counts[best]
+
+
+def fragment(models: dict, budgets: dict, schedules: dict, experiments: list[dict]) -> dict:
+    """A config fragment that ``snakemake --configfile BASE FRAGMENT`` merges over the base:
+    named tables merge, ``experiments`` replaces the base's (only the planned runs train)."""
+    return {"models": models, "budgets": budgets, "schedules": schedules, "experiments": experiments}
+
+
+def budget_name(tokens: int) -> str:
+    return f"plan-{int(tokens)}tok"
+
+
+def model_name(model: dict) -> str:
+    return "plan-d{d_model}-l{n_layers}-h{n_heads}-f{d_ff}".format(**model)
+
+
+def fragment_yaml(frag: dict, header: list[str]) -> str:
+    import yaml
+
+    lines = [f"# {line}" if line else "#" for line in header]
+    return "\n".join(lines) + "\n" + yaml.safe_dump(frag, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- the papers' scales
+
+
+PAPER_ADVICE = {
+    "dense": "Chinchilla (Hoffmann et al. 2022): about 20 tokens per parameter at the compute-optimal size",
+    "schedule": "paper A (Jin et al. 2025): prune from 25% to 75% of training compute (near-optimal)",
+    "sparsity": "paper B (Frantar et al. 2023): at a fixed non-zero size, the optimal sparsity rises with "
+                "training compute",
+}
+
+
+def paper_study() -> dict:
+    """The papers' study (config/paper.yaml over config/config.yaml), resolved."""
+    from sparsescale.config import load_config
+
+    return load_config(REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "paper.yaml")
+
+
+def paper_ladder(study: dict) -> pd.DataFrame:
+    """Each model x tokens-per-parameter budget of the study's experiments: prunable N, tokens
+    and dense compute C = 6 N D, at the papers' vocabulary."""
+    from sparsescale.model import ModelConfig, count_params
+
+    scales = dict.fromkeys(s for e in study["experiments"] for s in e["scales"])
+    budgets = dict.fromkeys(b for e in study["experiments"] for b in e["budgets"])
+    rows = []
+    for scale in scales:
+        n = count_params(ModelConfig(vocab_size=PAPER_VOCAB_SIZE, **study["models"][scale]))["n_prunable"]
+        for budget in budgets:
+            spec = study["budgets"][budget]
+            if "tokens_per_param" in spec:
+                tokens = spec["tokens_per_param"] * n
+                rows.append({"scale": scale, "budget": budget, "n_prunable": n, "tokens": tokens,
+                             "compute_flops": 6.0 * n * tokens})
+    return pd.DataFrame(rows)
+
+
+def schedule_groups(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
+    """``schedule_plan`` within each (scale, budget, final sparsity) group of pruned runs:
+    paper A's comparison, schedules at one final sparsity and token budget."""
+    pruned = runs[runs["method"] != "dense"]
+    ranked = pd.concat([schedule_plan(fit, g, cost) for _, g in pruned.groupby(["scale", "budget", "target_sparsity"])],
+                       ignore_index=True)
+    return ranked.sort_values(["n_prunable", "tokens", "target_sparsity", "rank"], kind="stable", ignore_index=True)
+
+
+def window_summary(ranked: pd.DataFrame, start: float = 0.25, end: float = 0.75) -> pd.DataFrame:
+    """Per group of ``schedule_groups``: the law's best pruning window and where the
+    ``start``-``end`` window ranks, its predicted loss gap to the best and its ``p_best``."""
+    rows = []
+    for (fit, scale, budget, sparsity), g in ranked.groupby(["fit", "scale", "budget", "target_sparsity"], sort=False):
+        best = g.iloc[0]
+        hit = g[np.isclose(g["start"], start) & np.isclose(g["end"], end)]
+        row = {"fit": fit, "scale": scale, "budget": budget, "final_sparsity": sparsity, "schedules": len(g),
+               "best_window": f"{best['start']:.0%}-{best['end']:.0%}", "best_loss": best["loss"]}
+        if len(hit):
+            h = hit.iloc[0]
+            row.update({"window_rank": int(h["rank"]), "window_loss": h["loss"], "gap_to_best": h["loss"] - best["loss"],
+                        "window_p_best": h.get("p_best", np.nan), "extrapolation": h["extrapolation"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def check_runs(fit: LawFit, study: dict, vocab_sizes: dict[str, int], results: str | Path = "results") -> pd.DataFrame:
+    """Predicted (before training) against observed final loss for every run of ``study``,
+    with the planned and achieved N-bar and tokens side by side (they agree when the
+    planner's accounting is the trainer's). Raises InputError naming a run not trained yet."""
+    runs = account_study(study, vocab_sizes)
+    observed = []
+    for run_id in runs["run_id"]:
+        path = Path(results) / "runs" / run_id / "metrics.json"
+        if not path.is_file():
+            raise InputError(f"{path}: run {run_id} is not trained yet (train it with snakemake first)")
+        observed.append(json.loads(path.read_text()))
+    pred = predict_runs(fit, runs)
+    pred["observed_loss"] = [m["final_val_loss"] for m in observed]
+    pred["error"] = pred["loss"] - pred["observed_loss"]
+    if "loss_lo" in pred:
+        pred["inside_interval"] = (pred["loss_lo"] <= pred["observed_loss"]) & (pred["observed_loss"] <= pred["loss_hi"])
+    pred["observed_n_avg"] = [m["n_avg"] for m in observed]
+    pred["observed_tokens"] = [m["tokens"] for m in observed]
+    return pred
