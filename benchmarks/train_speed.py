@@ -89,7 +89,7 @@ def bare_step_times(shards: TokenShards, spec: dict, steps: int, compiled: bool 
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=shards.vocab_size, max_seq_len=SEQ, **m)
     model = Transformer(cfg)
-    opt = make_optimizer(model, {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1}, torch.device("cpu"))
+    opt = make_optimizer(model, {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1})
     fwd = torch.compile(model) if compiled else model
     params = list(model.parameters())
     stamps = [time.perf_counter()]
