@@ -8,7 +8,8 @@ removed once the run has finished.
 
 Order of one step ``t`` (0-based): pruning event at boundary ``t`` if any (new masks, Adam
 moments of pruned weights zeroed) -> lr(t) -> forward/backward on batch (seed, t) -> grads
-of pruned weights zeroed -> grad-norm clip -> AdamW step -> weights masked. An event at
+of pruned weights zeroed -> grad-norm clip -> AdamW step (zero gradient and zero moments
+leave a pruned weight exactly zero; the end-of-run check verifies it). An event at
 boundary ``T`` (end of training) is applied after the last step, before the final eval.
 
 Determinism: the model is initialised from ``torch.manual_seed(seed)``, batch ``t`` depends
@@ -559,7 +560,6 @@ def run_training(
                 torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"], foreach=True)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            pruner.mask_weights()
             pending.append((step, loss.detach(), lr_t, n_nonzero))
             step += 1
             if step_times is not None:
