@@ -27,6 +27,7 @@ from sparsescale.pruning import (
     sparsity_per_step,
     target_count,
 )
+from sparsescale.train import make_optimizer
 
 torch.set_num_threads(1)
 
@@ -254,18 +255,20 @@ def test_prune_smallest_exact_with_all_ties():
 
 @pytest.mark.parametrize("method", ["global", "uniform", "nm"])
 def test_masks_hold_after_optimizer_steps(method):
+    """As in training: gradients masked every step, weights and moments only at the event;
+    the optimizer alone keeps pruned weights exactly zero."""
     model = tiny_model()
     spec = {"method": method, "n": 2, "m": 4, "embedding_sparsity": "sqrt" if method == "uniform" else "none"}
     pruner = pruner_for_model(model, spec)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    opt = make_optimizer(model, {"lr": 1e-2, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1})
     x = torch.randint(0, 64, (4, 16))
 
     def step():
         model(x, x.roll(1, 1)).backward()
         pruner.mask_grads()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0, foreach=True)
         opt.step()
         opt.zero_grad()
-        pruner.mask_weights()
 
     for _ in range(3):
         step()  # Adam moments become non-zero everywhere
@@ -281,6 +284,17 @@ def test_masks_hold_after_optimizer_steps(method):
         assert bool((st["exp_avg"][off] == 0).all()) and bool((st["exp_avg_sq"][off] == 0).all()), name
         assert bool((p.detach()[~off] != 0).any())
     assert pruner.check(0.5) == []
+
+
+def test_check_reports_a_pruned_weight_that_is_not_zero():
+    model = tiny_model()
+    pruner = pruner_for_model(model, {"method": "global"})
+    pruner.prune_to(0.5)
+    assert pruner.check(0.5) == []
+    name, mk = next(iter(pruner.masks.items()))
+    with torch.no_grad():
+        pruner.params[name].view(-1)[torch.nonzero(mk.view(-1) == 0)[:3, 0]] = 1e-3
+    assert pruner.check(0.5) == [f"{name}: 3 pruned weights are not zero"]
 
 
 def test_pruner_state_roundtrip():

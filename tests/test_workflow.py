@@ -9,16 +9,19 @@ from __future__ import annotations
 import collections
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_utils import copy_workflow, dry_run_jobs, edit_yaml, snakemake
+from workflow_utils import copy_workflow, dry_run_jobs, edit_yaml, snakemake, start_snakemake
 
 from sparsescale import claims
 from sparsescale.report import TITLES
@@ -283,3 +286,47 @@ def copy_workflow_with_results(done: Path, dest: Path) -> Path:
     """A copy of a finished workspace (results and Snakemake's records), to edit freely."""
     shutil.copytree(done, dest / "ws", symlinks=True)
     return dest / "ws"
+
+
+@pytest.mark.e2e
+def test_hard_kill_unlock_and_rerun_resumes_bit_identically(tiny_study, repo_root, tmp_path):
+    """The README's path after a hard kill: SIGKILL the whole workflow with its jobs while a
+    run has a checkpoint, `snakemake --unlock`, the same command with --rerun-incomplete.
+    The runs (the tiny study's longest, a subset to stay fast) equal the uninterrupted ones."""
+    (tmp_path / "ws").mkdir()
+    workspace = copy_workflow(repo_root, tmp_path / "ws")
+    runs = sorted(p.relative_to(tiny_study) for p in (tiny_study / "results" / "runs" / "stdlib" / "t3" / "k80").glob("*/seed*"))
+    assert len(runs) >= 4
+    command = ("--cores", "2", "--profile", "profiles/tiny", *(str(run / "metrics.json") for run in runs))
+    log = tmp_path / "killed.log"
+    proc = start_snakemake(workspace, *command, log=log)
+    deadline = time.monotonic() + 300
+    while True:  # some runs done and one part-way, holding a checkpoint
+        done = [run for run in runs if (workspace / run / "metrics.json").exists()]
+        with_checkpoint = [run for run in runs if (workspace / run / "checkpoint.pt").exists()]
+        if done and with_checkpoint:
+            break
+        assert proc.poll() is None, f"the workflow ended before the kill:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no checkpoint within 300 s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = [run for run in with_checkpoint if not (workspace / run / "metrics.json").exists()]
+    assert interrupted, "every run holding a checkpoint finished before the kill landed"
+
+    again = snakemake(workspace, *command, check=False)
+    assert again.returncode != 0 and "--unlock" in again.stdout + again.stderr  # Snakemake's stale lock
+    snakemake(workspace, "--unlock")
+    snakemake(workspace, *command, "--rerun-incomplete")
+
+    for run in runs:
+        got = json.loads((workspace / run / "metrics.json").read_text())
+        ref = json.loads((tiny_study / run / "metrics.json").read_text())
+        assert (got["final_val_loss"], got["final_train_loss"]) == (ref["final_val_loss"], ref["final_train_loss"]), run
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(workspace / run / "steps.parquet"), pd.read_parquet(tiny_study / run / "steps.parquet"), check_exact=True
+        )
+        assert not (workspace / run / "checkpoint.pt").exists()
+    for run in interrupted:
+        resumed = json.loads((workspace / run / "metrics.json").read_text())["provenance"]["resumed_from_step"]
+        assert resumed is not None and resumed > 0, run

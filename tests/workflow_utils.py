@@ -25,14 +25,18 @@ def copy_workflow(repo_root: Path, dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _snakemake_env() -> dict:
     env = dict(os.environ)
     # rules call `python -m sparsescale`: the python of this venv, as after activating it
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=cwd,
-        env=env,
+        env=_snakemake_env(),
         capture_output=True,
         text=True,
     )
@@ -41,6 +45,19 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
             f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
     return result
+
+
+def start_snakemake(cwd: Path, *args: str, log: Path) -> subprocess.Popen:
+    """Snakemake in the background, in its own process group (to kill it with all its jobs)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *args],
+            cwd=cwd,
+            env=_snakemake_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def dry_run_jobs(cwd: Path, *args: str) -> collections.Counter:

@@ -39,8 +39,11 @@ exactly ``round(s * size)``:
   per layer (magnitude) at ``1 - sqrt(1 - s_t)``; the other linears follow the method.
 
 Masks live in the parameters' dtype and device and are applied in place
-(``torch._foreach_mul_``): to weights after every optimizer step, to gradients before
-it, and to Adam's moments at every event. Masks are recomputed only at events.
+(``torch._foreach_mul_``): to gradients before every optimizer step, and to weights and
+Adam's moments at every event. A pruned weight then has a zero gradient and zero moments,
+so AdamW (decoupled decay of zero, an update of 0 / eps) leaves it exactly zero without a
+second pass over the weights every step; ``check`` verifies it. Masks are recomputed only
+at events.
 """
 
 from __future__ import annotations
@@ -392,7 +395,7 @@ class Pruner:
     def active(self) -> bool:
         return bool(self.masks)
 
-    # -- per step (no allocation)
+    # -- in place, no allocation: weights at events and on load, gradients every step
     @torch.no_grad()
     def mask_weights(self) -> None:
         if self._masks:
@@ -468,12 +471,17 @@ class Pruner:
         return out
 
     def check(self, sparsity: float) -> list[str]:
-        """Errors where a group is more than one weight off its target at ``sparsity``.
+        """Errors where a group is more than one weight off its target at ``sparsity``, or
+        a pruned weight is not zero.
 
         ``global`` groups are checked as a whole; per-layer groups layer by layer; ``nm``
         layers also for the exact pattern (n non-zeros in every m) at the final sparsity.
         """
         errors = []
+        for x, mk in self.masks.items():
+            n_live = int(torch.count_nonzero(self.params[x].detach()[mk == 0]))
+            if n_live:
+                errors.append(f"{x}: {n_live} pruned weights are not zero")
         for g in self.groups:
             s = self.group_sparsity(g, sparsity)
             size = sum(self.params[x].numel() for x in g.names)
