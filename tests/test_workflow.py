@@ -205,8 +205,12 @@ class TestTinyProfileEndToEnd:
         before = pd.read_csv(results / "notebooks" / "against_papers" / "tables" / "verdicts.csv")
         assert set(before["verdict"]) <= set(claims.VERDICTS), before  # never a bare "inconclusive"
 
-        # paper A, when to prune: every 25%-75% run one nat worse
+        # paper A, when to prune: noiseless schedule groups (each run at its group's mean, seeds
+        # offset alike) where every 25%-75% run is one nat worse; the tiny study's own seed scatter
+        # differs between machines and may exceed the margin
         runs = pd.read_csv(results / "aggregate" / "runs.csv")
+        group = [runs["corpus"], runs["budget"], runs["scale"], runs["target_sparsity"].fillna(0.0)]
+        runs["final_val_loss"] = runs.groupby(group)["final_val_loss"].transform("mean") + 0.01 * runs["seed"]
         runs.loc[runs["schedule"].str.endswith("-25to75"), "final_val_loss"] += 1.0
         runs.to_csv(tmp_path / "runs.csv", index=False)
 

@@ -165,7 +165,7 @@ def evaluate(fit: LawFit, answer: Callable[[Any], dict[str, np.ndarray]], what: 
     """
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
         try:
-            point = {k: np.asarray(v, dtype=float) for k, v in answer(fit.model()).items()}
+            point = finite_answer(answer(fit.model()))
         except FLOAT_ERRORS as err:
             raise InputError(f"--fit {fit.name}: its coefficients give no finite {what} ({err})") from err
     if not fit.samples:
@@ -175,7 +175,7 @@ def evaluate(fit: LawFit, answer: Callable[[Any], dict[str, np.ndarray]], what: 
     for params in fit.samples:
         with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
             try:
-                out = answer(fit.model(params))
+                out = finite_answer(answer(fit.model(params)))
             except FLOAT_ERRORS:
                 out, failed = None, failed + 1
         for key, value in point.items():
@@ -183,6 +183,16 @@ def evaluate(fit: LawFit, answer: Callable[[Any], dict[str, np.ndarray]], what: 
             draws[key].append(draw)
     fit.failed[what] = failed
     return point, {k: np.stack(v) for k, v in draws.items()}
+
+
+def finite_answer(answer: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The answer as float arrays; FloatingPointError if any value is inf or NaN (the laws return
+    inf, without a warning, where a quantity leaves the float range)."""
+    out = {k: np.asarray(v, dtype=float) for k, v in answer.items()}
+    for key, value in out.items():
+        if not np.isfinite(value).all():
+            raise FloatingPointError(f"{key} is not finite")
+    return out
 
 
 def quantile_interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
