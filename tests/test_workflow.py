@@ -209,11 +209,10 @@ class TestTinyProfileEndToEnd:
         # offset alike) where every 25%-75% run is one nat worse; the tiny study's own seed scatter
         # differs between machines and may exceed the margin. Pruned groups of one seed have no
         # error estimate (underpowered): only those with several seeds stay.
-        runs = pd.read_csv(results / "aggregate" / "runs.csv")
-        group = [runs["corpus"], runs["budget"], runs["scale"], runs["target_sparsity"].fillna(0.0)]
+        runs = pd.read_csv(results / "aggregate" / "runs.csv").fillna({"target_sparsity": 0.0})
+        group = ["corpus", "budget", "scale", "target_sparsity"]
         several_seeds = runs.groupby(group)["seed"].transform("nunique") > 1
-        runs = runs[several_seeds | ~(runs["target_sparsity"] > 0)].copy()
-        group = [runs["corpus"], runs["budget"], runs["scale"], runs["target_sparsity"].fillna(0.0)]
+        runs = runs[several_seeds | (runs["target_sparsity"] == 0)].copy()
         runs["final_val_loss"] = runs.groupby(group)["final_val_loss"].transform("mean") + 0.01 * runs["seed"]
         runs.loc[runs["schedule"].str.endswith("-25to75"), "final_val_loss"] += 1.0
         runs.to_csv(tmp_path / "runs.csv", index=False)
