@@ -244,3 +244,22 @@ def test_entropy_verdict_needs_the_law_to_extrapolate(E, best_run, verdict):
     claim = C.entropy_matches(runs, {"synthetic": fit}, {"syn": H})
     assert claim.verdict == verdict
     assert f"best run {best_run:.4f}" in claim.ours
+
+
+@pytest.mark.parametrize(
+    "E,ci,verdict",
+    [(2.86, [2.37, 3.01], C.UNDERPOWERED),  # the tiny study: far from H, but an interval wider than the band
+     (1.95, [0.0, 1.96], C.UNDERPOWERED),  # close to H, but the data do not pin E from below
+     (1.95, None, C.UNDERPOWERED),  # no refits: no error to judge with
+     (2.86, [2.80, 2.90], C.NOT_REPRODUCED)],  # far from H and pinned
+)
+def test_an_entropy_estimate_wider_than_the_band_is_underpowered(E, ci, verdict):
+    H = 1.92  # band: 5% of H = 0.096 nats
+    runs = pd.DataFrame({"corpus": ["syn"], "final_val_loss": [3.1]})
+    fit = {"query": "corpus == 'syn'", "law": "chinchilla", "params": {"E": E, "A": 1, "B": 1, "alpha": 1, "beta": 1}}
+    if ci:
+        fit["ci"] = {"E": ci}
+    claim = C.entropy_matches(runs, {"synthetic": fit}, {"syn": H})
+    assert claim.verdict == verdict
+    if ci and verdict == C.UNDERPOWERED:
+        assert f"half-width {(ci[1] - ci[0]) / 2:.3f}" in claim.ours and "0.096-nat band" in claim.ours
