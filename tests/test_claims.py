@@ -78,9 +78,22 @@ def test_a_gap_the_seeds_disagree_on_is_underpowered_with_its_numbers():
                          for (st, en), losses in per_seed.items() for seed, loss in enumerate(losses)])
     claim = C.when_to_prune(runs, margin=0.002)
     row = claim.detail.iloc[0]
-    assert row["gap"] == pytest.approx(0.03) and 2 * row["gap_se"] > row["margin_abs"]
+    assert row["gap"] == pytest.approx(0.03) and row["gap_halfwidth"] > row["margin_abs"]
     assert claim.analyses[0].decision == C.UNDERPOWERED == claim.verdict
-    assert f"2 s.e. {2 * row['gap_se']:.4f}" in claim.ours and f"margin {row['margin_abs']:.4f}" in claim.ours
+    assert f"95% ± {row['gap_halfwidth']:.4f}" in claim.ours and f"margin {row['margin_abs']:.4f}" in claim.ours
+
+
+def test_the_paired_interval_is_the_pairs_own_t_interval():
+    """Per-seed gaps 0.02, 0.03, 0.04 to the best: s.e. 0.01/sqrt(3), 95% half-width t(2) x s.e.
+    A third schedule whose per-seed differences scatter wildly does not widen it."""
+    per_seed = {(0.0, 0.75): [5.00, 5.10, 4.90], (0.25, 0.75): [5.02, 5.13, 4.94], (0.0, 1.0): [5.3, 5.0, 5.6]}
+    runs = pd.DataFrame([{"corpus": "c", "budget": "b", "scale": "s1", "target_sparsity": 0.5, "method": "global",
+                          "shape": "geometric", "start": st, "end": en, "seed": seed, "final_val_loss": loss}
+                         for (st, en), losses in per_seed.items() for seed, loss in enumerate(losses)])
+    row = C.when_to_prune(runs, margin=0.001).detail.iloc[0]
+    assert row["gap"] == pytest.approx(0.03)
+    assert row["gap_se"] == pytest.approx(0.01 / np.sqrt(3))
+    assert row["gap_halfwidth"] == pytest.approx(4.302653 * 0.01 / np.sqrt(3), rel=1e-5)
 
 
 def test_one_seed_gives_no_error_so_no_verdict():
@@ -89,12 +102,25 @@ def test_one_seed_gives_no_error_so_no_verdict():
     assert np.isnan(claim.detail.iloc[0]["gap_se"]) and claim.verdict == C.UNDERPOWERED
 
 
-def test_groups_that_disagree_make_the_claim_unstable():
+def test_one_group_clearly_beyond_refutes_the_claim():
+    """The claim holds in every group or not at all: within at s1, clearly beyond at s2."""
     near = grid_runs(dict(zip(WINDOWS, [5.00, 5.001, 5.02, 5.08])), seeds=4, seed_sd=0.05, pair_sd=0.001, scale="s1")
     far = grid_runs(dict(zip(WINDOWS, [5.00, 5.06, 5.02, 5.08])), seeds=4, seed_sd=0.05, pair_sd=0.001, scale="s2")
     claim = C.when_to_prune(pd.concat([near, far]), margin=0.002)
     assert list(claim.detail["paired"]) == [C.REPRODUCED, C.NOT_REPRODUCED]
-    assert claim.verdict == C.UNSTABLE
+    assert list(claim.detail["bootstrap"]) == [C.REPRODUCED, C.NOT_REPRODUCED]
+    assert claim.verdict == C.NOT_REPRODUCED
+    assert "within the margin in 1/2 groups, clearly beyond in 1" in claim.ours
+
+
+@pytest.mark.parametrize("decisions,verdict", [
+    ([C.REPRODUCED, C.REPRODUCED], C.REPRODUCED),
+    ([C.REPRODUCED, C.UNDERPOWERED], C.UNDERPOWERED),  # nothing refutes it, one group cannot say
+    ([C.UNDERPOWERED, C.NOT_REPRODUCED], C.NOT_REPRODUCED),  # a clear counter-example is enough
+    ([], C.NOT_TESTED),
+])
+def test_an_analysis_over_groups(decisions, verdict):
+    assert C._across_groups(decisions) == verdict
 
 
 def test_the_bootstrap_keeps_seeds_paired():

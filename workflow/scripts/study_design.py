@@ -7,8 +7,8 @@ Run after the pilot (``snakemake --cores all --profile profiles/pilot``). Prints
 
 1. evaluation noise: the final loss's standard error (per token and per window) against the
    when-to-prune margin;
-2. seed noise: the spread of dense runs across seeds, and the scatter of seed-paired
-   schedule differences, which sets the standard error of the when-to-prune gap and so the
+2. seed noise: the spread of dense runs across seeds, and the scatter of the seed-paired
+   difference between 25%→75% and the best schedule, which sets the standard error of the when-to-prune gap and so the
    seeds needed for it to be at most a third of the margin;
 3. effect sizes: every schedule's gap to the best of its group;
 4. cost: measured tokens/s and per-job time outside the training loop by scale, and the
@@ -63,8 +63,9 @@ def seed_noise(runs: pd.DataFrame, claim: C.Claim) -> str:
                      + ", ".join(f"{s} {b}: {r['std']:.4f} ({int(r['count'])} seeds)" for (s, b), r in spread.iterrows())
                      + ".")
     lines += ["", "Runs of one seed share their initialisation and batches, so a schedule comparison is paired by "
-              "seed. The scatter of per-seed differences between schedules (pooled over the group) sets the "
-              "standard error of the 25%→75% gap: s.e. = paired sd / sqrt(seeds).", "",
+              "seed. The scatter of the per-seed differences between the 25%→75% schedule and the best of its "
+              "group sets the standard error of its gap: s.e. = paired sd / sqrt(seeds); the verdict uses the "
+              "paired t interval (seeds - 1 degrees of freedom).", "",
               markdown(d[["scale", "budget", "target_sparsity", "seeds", "paired_sd", "gap_se", "margin_abs",
                           "seeds_for_se_third_margin"]]), ""]
     return "\n".join(lines)
