@@ -18,6 +18,10 @@ at the vocabulary of its ``stdlib`` corpus), batch and sequence length, with
   job spends compiling, with an empty and with a warm persistent compile cache
   (``TORCHINDUCTOR_CACHE_DIR``); ``compile_vs_eager_job_{scale}_tpp20``: the projected wall
   time of a 20-tokens-per-parameter job compiled (warm cache) over eager (< 1: compile pays);
+- ``vec_isa_probe_s``: what inductor's vector-ISA probes cost a compiled job at start-up
+  (``sparsescale train`` trusts the CPU's flags instead); ``teardown_s``: what the
+  interpreter's teardown at exit costs a training job (``python -m sparsescale`` skips it),
+  from the faster of two jobs each way (one with ``--quick``);
 - ``two_jobs_vs_two_threads_{scale}``: total tokens/s of two one-thread jobs side by side over
   one job with two threads (> 1: run jobs in parallel, the study's setting);
 - ``batch_{b}x{t}_vs_16x128_{scale}``: tokens/s of other batch shapes with the same tokens per
@@ -47,8 +51,12 @@ from sparsescale.data.shards import write_token_dir
 from sparsescale.model import ModelConfig, count_params
 
 
+# the CLI with the interpreter's normal teardown at exit (``python -m sparsescale`` skips it)
+FULL_EXIT = ["-c", "import sys; from sparsescale.cli import main; sys.argv[0] = 'sparsescale'; raise SystemExit(main())"]
+
+
 def train_job(shards: Path, out: Path, model: dict, tokens: int, threads: int = 1, batch: int = 16,
-              seq: int = 128, compile_: bool = False, cache: Path | None = None) -> dict:
+              seq: int = 128, compile_: bool = False, cache: Path | None = None, full_exit: bool = False) -> dict:
     """One ``sparsescale train`` subprocess; its metrics plus the process's wall seconds."""
     spec = {"seed": 0, "model": model, "budget_spec": {"tokens": tokens}, "pruning": {"method": "dense"},
             "training": {"seq_len": seq, "batch_size": batch, "eval_every": 10**9, "checkpoint_every": 10**9,
@@ -57,11 +65,22 @@ def train_job(shards: Path, out: Path, model: dict, tokens: int, threads: int = 
     if cache is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sparsescale", "train", "--spec", json.dumps(spec), "--data", str(shards),
+    subprocess.run([sys.executable, *(FULL_EXIT if full_exit else ["-m", "sparsescale"]), "train", "--spec", json.dumps(spec), "--data", str(shards),
                     "--out-dir", str(out), "--threads", str(threads)], check=True, capture_output=True, env=env)
     wall = time.perf_counter() - started
     metrics = json.loads((out / "metrics.json").read_text())
     return {**metrics, "process_s": wall, "loop_s": metrics["tokens"] / metrics["train_tokens_per_s"]}
+
+
+def vec_isa_probe_s() -> float:
+    """Seconds inductor spends per process choosing the CPU's vector ISA by building and
+    loading probe libraries (its cache warm), which ``sparsescale train`` skips."""
+    probe = ("import time; from torch._inductor import cpu_vec_isa; t = time.perf_counter(); "
+             "cpu_vec_isa.pick_vec_isa(); print(time.perf_counter() - t)")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_VEC_ISA_OK"}
+    runs = [float(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True,
+                                 env=env).stdout) for _ in range(2)]
+    return runs[-1]  # the first may build the probes
 
 
 def main() -> None:
@@ -107,6 +126,12 @@ def main() -> None:
                 both = sum(p["tokens"] for p in pair) / max(p["loop_s"] for p in pair)
             two_threads = job(scale, threads=2)
             print(f"two_jobs_vs_two_threads_{scale}: {both / two_threads['train_tokens_per_s']:.2f}")
+            if scale == scales[0]:  # per process, whatever the scale
+                print(f"vec_isa_probe_s: {vec_isa_probe_s():.2f}")
+                tries = 1 if args.quick else 2
+                full = min(job(scale, full_exit=True)["process_s"] for _ in range(tries))
+                quick = min(job(scale)["process_s"] for _ in range(tries))
+                print(f"teardown_s: {full - quick:.2f}")
             if args.quick:
                 continue
             cache = tmp / f"inductor-{scale}"

@@ -334,6 +334,44 @@ def test_cli_bad_spec_exits_2(shards, tmp_path):
     assert (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_module_entry_exits_fast_with_outputs_logs_and_codes(shards, tmp_path):
+    """``python -m sparsescale`` skips the interpreter's teardown: the exit code, the flushed
+    log and the written outputs must be those of a normal exit."""
+    spec = make_spec("global", tokens=80 * 256, every=10)
+    ref = run_training(copy.deepcopy(spec), shards, tmp_path / "ref")
+    cmd = [sys.executable, "-m", "sparsescale", "train", "--spec", json.dumps(spec), "--data", str(shards)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*cmd, "--out-dir", str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.rstrip().splitlines()[-1].split("sparsescale.train: ")[1].startswith("done: final val loss")
+    got = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert got["final_val_loss"] == ref["final_val_loss"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "steps.parquet"),
+                                  pd.read_parquet(tmp_path / "ref" / "steps.parquet"), check_exact=True)
+    bad = copy.deepcopy(spec)
+    bad["pruning"]["shape"] = "linear"
+    failed = subprocess.run([sys.executable, "-m", "sparsescale", "train", "--spec", json.dumps(bad), "--data",
+                             str(shards), "--out-dir", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
+    assert failed.returncode == 2
+    assert "spec.pruning.shape" in failed.stderr
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCHINDUCTOR_VEC_ISA_OK": "0", "TORCHINDUCTOR_COMPILE_THREADS": "2"}])
+def test_quick_cpu_compile_start_keeps_explicit_settings(monkeypatch, env):
+    from torch._inductor import config as inductor
+
+    from sparsescale.train import _quick_cpu_compile_start
+
+    for key in ("TORCHINDUCTOR_VEC_ISA_OK", "TORCHINDUCTOR_COMPILE_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with inductor.patch({"cpp.vec_isa_ok": None, "compile_threads": 7}):  # restored afterwards
+        _quick_cpu_compile_start()
+        assert inductor.cpp.vec_isa_ok is (None if env else True)
+        assert inductor.compile_threads == (7 if env else 1)
+
+
 def test_gradient_accumulation_matches_one_batch(shards, tmp_path):
     """Micro-batches of 2 summed over 4 backward passes give the 8-sequence step (fp rounding aside)."""
     spec = make_spec("global", tokens=40 * 256, every=5, eval_every=100)

@@ -334,6 +334,21 @@ def evaluate_precisely(model: torch.nn.Module, xs: torch.Tensor, ys: torch.Tenso
             "se_window": float(per_window.std() / math.sqrt(n_windows)) if n_windows > 1 else float("nan")}
 
 
+def _quick_cpu_compile_start() -> None:
+    """Cut inductor's per-process start-up for short one-thread CPU jobs, which reuse a warm
+    compile cache (benchmarks/study_throughput.py, ``vec_isa_probe_s``): trust the CPU's
+    flags for its vector ISA instead of building and loading a probe library in a child
+    Python per ISA on every start, and compile in-process instead of starting a worker pool
+    that would only compete with the job beside it. An explicit TORCHINDUCTOR_VEC_ISA_OK or
+    TORCHINDUCTOR_COMPILE_THREADS wins."""
+    from torch._inductor import config as inductor
+
+    if "TORCHINDUCTOR_VEC_ISA_OK" not in os.environ:
+        inductor.cpp.vec_isa_ok = True
+    if "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+        inductor.compile_threads = 1
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -520,6 +535,8 @@ def run_training(
 
             # a machine where inductor cannot build its kernels (no C++ compiler) trains eagerly
             dynamo.config.suppress_errors = True
+            if device.type == "cpu":
+                _quick_cpu_compile_start()
             model = torch.compile(model)
 
         val_x, val_y = shards.fixed_windows("val", tr["eval_windows"], seq_len, seed=0)
