@@ -234,6 +234,16 @@ def test_a_wide_bootstrap_is_underpowered():
     assert claim.analyses[1].decision == C.UNDERPOWERED == claim.verdict
 
 
+def test_too_few_refits_for_a_95_percent_interval_decide_nothing():
+    runs, fit = _sparsity_fit(RISING, spread=0.01, n=39)
+    claim = C.optimal_sparsity_rises(runs, {"sparsity": fit})
+    assert (claim.detail["change_low"] > 0.05).all()  # tight, but from 39 refits
+    assert claim.analyses[1].decision == C.UNDERPOWERED == claim.verdict
+    assert "rests on 39 bootstrap refits" in claim.ours and "needs at least 40" in claim.ours
+    runs, fit = _sparsity_fit(RISING, spread=0.01, n=40)
+    assert C.optimal_sparsity_rises(runs, {"sparsity": fit}).verdict == C.REPRODUCED
+
+
 def test_no_gain_from_sparsity_is_not_reproduced():
     runs, fit = _sparsity_fit({**RISING, "a_S": 1e-9}, spread=0.01)
     claim = C.optimal_sparsity_rises(runs, {"sparsity": fit})
@@ -289,3 +299,16 @@ def test_an_entropy_estimate_wider_than_the_band_is_underpowered(E, ci, verdict)
     assert claim.verdict == verdict
     if ci and verdict == C.UNDERPOWERED:
         assert f"half-width {(ci[1] - ci[0]) / 2:.3f}" in claim.ours and "0.096-nat band" in claim.ours
+
+
+@pytest.mark.parametrize("refits,failed,verdict", [(5, 0, C.UNDERPOWERED), (45, 6, C.UNDERPOWERED), (45, 5, C.NOT_REPRODUCED)])
+def test_an_entropy_interval_needs_refits_in_both_tails(refits, failed, verdict):
+    """The tiny profile's synthetic fit: E far from H with a tight interval from 5 refits."""
+    H = 1.92
+    runs = pd.DataFrame({"corpus": ["syn"], "final_val_loss": [3.13]})
+    fit = {"query": "corpus == 'syn'", "law": "chinchilla", "params": {"E": 2.97, "A": 1, "B": 1, "alpha": 1, "beta": 1},
+           "ci": {"E": [2.82, 3.01]}, "bootstrap": {"n_boot": refits, "n_failed": failed}}
+    claim = C.entropy_matches(runs, {"synthetic": fit}, {"syn": H})
+    assert claim.verdict == verdict
+    if verdict == C.UNDERPOWERED:
+        assert f"rests on {refits - failed} bootstrap refits" in claim.ours

@@ -233,7 +233,7 @@ class TestTinyProfileEndToEnd:
         # paper B: T5-like coefficients (sparsity pays more with more data), with tight refits
         fit = json.loads(Path(fits["sparsity"]).read_text())
         fit["params"] = {"a_S": 0.5, "b_S": 0.722, "c_S": 45.02, "b_N": 0.245, "a_D": 2e6, "b_D": 0.203, "c": 0.651}
-        fit["bootstrap"]["samples"] = [fit["params"]] * 10
+        fit["bootstrap"]["samples"] = [fit["params"]] * 40  # enough refits for a 95% interval
         fit["status"] = {"usable": True, "reasons": [], "at_bounds": []}
         fits["sparsity"] = str(tmp_path / "sparsity.json")
         Path(fits["sparsity"]).write_text(json.dumps(fit))
@@ -241,6 +241,7 @@ class TestTinyProfileEndToEnd:
         # the synthetic corpus: an entropy rate far from the fitted E
         fit = json.loads(Path(fits["synthetic"]).read_text())
         fit["status"] = {"usable": True, "reasons": [], "at_bounds": []}
+        fit["bootstrap"] = {"n_boot": 40, "n_failed": 0}  # the tiny profile refits 5 times: too few to decide
         fits["synthetic"] = str(tmp_path / "synthetic.json")
         Path(fits["synthetic"]).write_text(json.dumps(fit))
         manifests = {c: results / "data" / c / "tokens" / "manifest.json" for c in ("stdlib", "synthetic")}

@@ -6,7 +6,9 @@ papers' number, the margin, every analysis with its numbers and decision, and a 
 
 Every analysis decides ``reproduced`` or ``not reproduced`` against the claim's margin, or
 says ``underpowered`` when its measured error is wider than the margin (or its estimate sits
-within that error of the margin), giving both numbers. A claim's verdict is
+within that error of the margin), giving both numbers. An interval from a fit's bootstrap
+counts as an error only with enough refits for its tails (40 for a 95% interval). A
+claim's verdict is
 
 - **reproduced** / **not reproduced**: every analysis that ran decides, and they agree;
 - **unstable**: analyses decide differently;
@@ -114,6 +116,24 @@ def _across_groups(decisions: list[str]) -> str:
     if NOT_REPRODUCED in decisions:
         return NOT_REPRODUCED
     return REPRODUCED if all(d == REPRODUCED for d in decisions) else UNDERPOWERED
+
+
+def _too_few_refits(fit: dict, level: float = 0.95) -> str | None:
+    """Why a fit's bootstrap cannot give a ``level`` percentile interval, or None. Each tail
+    needs at least one refit beyond the percentile: 2 / (1 - level) refits, 40 at 95%. With
+    fewer, the interval is just the refits' range, narrow or wide by chance (the tiny
+    profile's 5 refits). Fits without a bootstrap record are not judged here."""
+    boot = fit.get("bootstrap") or {}
+    if "samples" in boot:
+        n = len(boot["samples"])
+    elif "n_boot" in boot:
+        n = int(boot["n_boot"]) - int(boot.get("n_failed") or 0)
+    else:
+        return None
+    need = round(2 / (1 - level))
+    if n >= need:
+        return None
+    return f"the interval rests on {n} bootstrap refits; a {100 * level:.0f}% percentile interval needs at least {need}"
 
 
 def _percentiles(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -420,7 +440,10 @@ def optimal_sparsity_rises(runs: pd.DataFrame, fits: dict, min_change: float = 0
         claim.analyses.append(Analysis(names[1], NOT_TESTED, "the fit JSON holds no bootstrap refits"))
         return claim
     lows, highs = np.array([i[0] for i in intervals]), np.array([i[1] for i in intervals])
-    if np.all(lows > min_change):
+    few = _too_few_refits(fit)
+    if few:
+        decision = UNDERPOWERED
+    elif np.all(lows > min_change):
         decision = REPRODUCED
     elif np.any(highs <= min_change):
         decision = NOT_REPRODUCED
@@ -429,7 +452,8 @@ def optimal_sparsity_rises(runs: pd.DataFrame, fits: dict, min_change: float = 0
     claim.analyses.append(Analysis(
         names[1], decision,
         ", ".join(f"N={n:.3g}: [{lo:+.2f}, {hi:+.2f}]" for n, lo, hi in zip(sizes, lows, highs))
-        + f" ({len(boot)} refits)", float(lows.min()), (float(lows.min()), float(highs.max()))))
+        + f" ({len(boot)} refits)" + (f": {few}" if few else ""), float(lows.min()),
+        (float(lows.min()), float(highs.max()))))
     return claim
 
 
@@ -479,9 +503,13 @@ def entropy_matches(runs: pd.DataFrame, fits: dict, entropies: dict[str, float],
         numbers += f"; best run {best_run:.4f} ({100 * (best_run - H) / H:+.1f}%)"
     band = tol * H
     half_width = (ci[1] - ci[0]) / 2 if ci else math.nan
+    few = _too_few_refits(fit)
     if abs(rel) <= tol and np.isfinite(best_run) and abs(E - H) >= abs(best_run - H):
         decision = UNDERPOWERED
         numbers += ": the fit is no closer to H than the best run, so the law adds nothing over the runs"
+    elif ci and few:
+        decision = UNDERPOWERED
+        numbers += f": {few}"
     else:
         # like every other analysis: an error (the interval's half-width) wider than the margin decides nothing
         decision = _against_margin(abs(E - H), half_width, band)
