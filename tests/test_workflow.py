@@ -204,6 +204,9 @@ class TestTinyProfileEndToEnd:
         results = done / "results"
         before = pd.read_csv(results / "notebooks" / "against_papers" / "tables" / "verdicts.csv")
         assert set(before["verdict"]) <= set(claims.VERDICTS), before  # never a bare "inconclusive"
+        # the tiny synthetic fit refits 5 times: its E cannot contradict the default study's
+        assert before["verdict"].iloc[3] == claims.UNDERPOWERED, before
+        assert "bootstrap refits; a 95% percentile interval needs at least 40" in before["our result"].iloc[3]
 
         # paper A, when to prune: noiseless schedule groups (each run at its group's mean, seeds
         # offset alike) where every 25%-75% run is one nat worse; the tiny study's own seed scatter
