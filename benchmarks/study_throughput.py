@@ -52,7 +52,7 @@ from sparsescale.model import ModelConfig, count_params
 
 
 # the CLI with the interpreter's normal teardown at exit (``python -m sparsescale`` skips it)
-FULL_EXIT = ["-c", "import sys; from sparsescale.cli import main; sys.argv[0] = 'sparsescale'; raise SystemExit(main())"]
+FULL_EXIT = ["-c", "from sparsescale.cli import main; raise SystemExit(main())"]
 
 
 def train_job(shards: Path, out: Path, model: dict, tokens: int, threads: int = 1, batch: int = 16,
