@@ -122,12 +122,14 @@ def make_runs(seed: int = 0, penalty_25_75: float = 0.0):
 
 
 def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None, runs=None, predict=None,
-         data_range=None):
+         data_range=None, samples=None):
     """A fit JSON. With ``runs`` and ``predict`` (the law on those runs), held-out blocks carry
     per-run predictions (s2, the largest scale with sparse runs, for leave-one-scale-out; all
-    for k-fold); bootstrap refits scatter every coefficient by about ``ci_rel / 4`` (seeded)."""
+    for k-fold); bootstrap refits are ``samples``, or scatter every coefficient by about
+    ``ci_rel / 4`` (seeded)."""
     rng = np.random.default_rng(len(query))
-    samples = [{k: v * float(np.exp(ci_rel / 4 * rng.normal())) for k, v in params.items()} for _ in range(40)]
+    if samples is None:
+        samples = [{k: v * float(np.exp(ci_rel / 4 * rng.normal())) for k, v in params.items()} for _ in range(40)]
     fit = {"law": law, "params": params, "status": {"usable": True, "reasons": [], "at_bounds": []},
            "ci": {k: [v * (1 - ci_rel), v * (1 + ci_rel)] for k, v in params.items()},
            "bootstrap": {"n_boot": len(samples), "n_failed": 0, "level": 0.95, "samples": samples},
@@ -183,6 +185,13 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
     avg = _least_squares(_chin, t, std, ["n_avg", "tokens"], free)
     fin = _least_squares(_chin, t, std, ["n_final", "tokens"], free)
     den = _least_squares(_chin, t, dense, ["n_avg", "tokens"], free)
+
+    def refits(frame: pd.DataFrame, n: int = 40) -> list[dict]:
+        """Real bootstrap refits (the transfer analysis reads the dense law's uncertainty from them)."""
+        rng = np.random.default_rng(0)
+        return [_least_squares(_chin, t, frame.iloc[rng.integers(0, len(frame), len(frame))], ["n_avg", "tokens"], free)
+                for _ in range(n)]
+
     spa = _least_squares(_sparse, SPARSITY_PARAMS, uni, ["sparsity", "n_final", "tokens"], ["a_S", "c_S", "b_N", "c"])
     syn = dict(TRUE["synthetic"])
     syn["E"] = ENTROPY * (1 + entropy_offset)
@@ -194,7 +203,7 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
         "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std), runs=std,
                              predict=lambda r: _chin(fin, r["n_final"], r["tokens"])),
         "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense),
-                           data_range=_range(dense, N="n_avg", D="tokens")),
+                           data_range=_range(dense, N="n_avg", D="tokens"), samples=refits(dense)),
         "sparsity": _fit("sparsity", spa, 0.2, uni_q, {"s": "sparsity", **cols("n_final")}, 0.02, 0.02, len(uni),
                          units={"N": "non-zero parameters; the law uses N in millions", "a_D": "tokens"},
                          data_range=_range(uni, S="sparsity", N="n_final", D="tokens")),

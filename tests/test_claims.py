@@ -136,7 +136,7 @@ def test_the_bootstrap_keeps_seeds_paired():
 
 def _ladder(law: str, seed: int = 0, noise: float = 0.01) -> pd.DataFrame:
     runs = runs_table(law, seed=seed, noise=noise, n_prunable=(2e6, 6e6, 2e7, 6e7),
-                      tokens_per_param=(10, 20, 80), sparsities=(0.0, 0.5, 0.8))
+                      tokens_per_param=(5, 10, 20, 40, 80), sparsities=(0.0, 0.5, 0.8))
     runs["corpus"] = "c"
     return runs
 
@@ -147,7 +147,9 @@ def _study(law: str) -> tuple[pd.DataFrame, dict]:
     runs = _ladder(law)
     query = "corpus == 'c'"
     options = {"bootstrap": 0, "n_refine": 32}
-    return runs, {"dense_only": fit_table(runs, "chinchilla", query="method == 'dense'", kfold=0, **options),
+    # the dense law's refits go into the transfer analysis's interval: 40 is the fewest that decide
+    return runs, {"dense_only": fit_table(runs, "chinchilla", query="method == 'dense'", kfold=0,
+                                          **(options | {"bootstrap": 40})),
                   "average_params": fit_table(runs, "average-params", query=query, kfold=4, **options),
                   "final_params": fit_table(runs, "chinchilla", query=query, kfold=4, **options)}
 
@@ -175,11 +177,54 @@ def test_sparse_runs_that_follow_final_n_do_not():
 def test_dense_only_transfer_uses_nbar_and_final_n_of_the_same_sparse_runs():
     runs, fits = _nbar_study("average-params")
     transfer = C.average_params_law(runs, fits).analyses[0]
-    assert "24 sparse runs" in transfer.numbers and "12 dense runs" in transfer.numbers
+    assert "40 sparse runs" in transfer.numbers and "20 dense runs" in transfer.numbers
+    assert "interval over 40 of its bootstrap refits" in transfer.numbers
     sparse = runs[runs["method"] != "dense"]
     dense_law = fits["dense_only"]["params"]
     for col in ("n_avg", "n_final"):
         assert f"{np.abs(R.chinchilla_predict(dense_law, sparse[col], sparse['tokens']) - sparse['final_val_loss']).mean():.4f}" in transfer.numbers
+
+
+def _transfer_errors(runs: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    sparse = runs[runs["method"] != "dense"]
+    return tuple(R.chinchilla_predict(params, sparse[col], sparse["tokens"]) - sparse["final_val_loss"].to_numpy()
+                 for col in ("n_avg", "n_final"))
+
+
+def test_the_transfer_interval_holds_the_dense_laws_own_uncertainty():
+    runs, fits = _nbar_study("average-params")
+    law = fits["dense_only"]["params"]
+    # refits identical to the fit: the interval is the one over the sparse runs alone
+    fits["dense_only"]["bootstrap"]["samples"] = [dict(law)] * 40
+    transfer = C.average_params_law(runs, fits).analyses[0]
+    assert transfer.interval == pytest.approx(C._paired_ratio(*_transfer_errors(runs, law), C.N_BOOT, 0)[1:])
+    assert transfer.decision == C.REPRODUCED
+    # a law its own refits cannot pin (a third of them with a size exponent far off): the same
+    # point ratio, but an interval that reaches past 0.9 decides nothing
+    wild = [dict(law, alpha=law["alpha"] * 0.2, A=law["A"] * 0.05)] * 20 + [dict(law)] * 40
+    fits["dense_only"]["bootstrap"]["samples"] = wild
+    loose = C.average_params_law(runs, fits).analyses[0]
+    assert loose.value == pytest.approx(transfer.value)
+    assert loose.interval[0] < 0.9 < loose.interval[1], loose.numbers
+    assert loose.decision == C.UNDERPOWERED
+
+
+@pytest.mark.parametrize("refits,failed,decision,words", [
+    (None, 0, C.UNDERPOWERED, "0 bootstrap refits"),
+    (5, 0, C.UNDERPOWERED, "5 bootstrap refits"),
+    (45, 10, C.UNDERPOWERED, "35 bootstrap refits"),  # refits predicting an infinite loss failed
+    (50, 5, C.REPRODUCED, "interval over 45 of its bootstrap refits (5 failed)"),
+])
+def test_the_transfer_needs_refits_of_the_dense_law(refits, failed, decision, words):
+    runs, fits = _nbar_study("average-params")
+    law = fits["dense_only"]["params"]
+    diverging = dict(law, A=1e300, alpha=-10.0)  # finite coefficients, infinite predicted loss
+    fits["dense_only"]["bootstrap"] = None if refits is None else {
+        "samples": [diverging] * failed + [dict(law)] * (refits - failed)}
+    transfer = C.average_params_law(runs, fits).analyses[0]
+    assert transfer.decision == decision and words in transfer.numbers, transfer.numbers
+    err_nbar, err_final = _transfer_errors(runs, law)
+    assert transfer.value == pytest.approx(np.abs(err_nbar).mean() / np.abs(err_final).mean())
 
 
 def test_noisy_few_runs_are_underpowered_and_disagreeing_analyses_unstable():

@@ -277,12 +277,23 @@ def when_to_prune(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25
 # ---------------------------------------------------------------------------------------
 
 
-def _paired_ratio(err_a: np.ndarray, err_b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
-    """MAE(a) / MAE(b) over the same runs and its 95% interval, resampling runs."""
+def _paired_ratio(err_a: np.ndarray, err_b: np.ndarray, n_boot: int, seed: int,
+                  refit_errors: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float, float]:
+    """MAE(a) / MAE(b) over the same runs and its 95% interval, resampling runs.
+
+    ``refit_errors``: the same errors under each of the laws' bootstrap refits (refits x
+    runs); each resample then also draws a refit, so the interval holds the laws' own
+    uncertainty as well as the runs'."""
     err_a, err_b = np.abs(err_a), np.abs(err_b)
-    pick = np.random.default_rng(seed).integers(0, len(err_a), (n_boot, len(err_a)))
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(err_a), (n_boot, len(err_a)))
+    if refit_errors is None:
+        boot_a, boot_b = err_a[pick], err_b[pick]
+    else:
+        refit = rng.integers(0, len(refit_errors[0]), (n_boot, 1))
+        boot_a, boot_b = (np.abs(e)[refit, pick] for e in refit_errors)
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample can have zero final-N error
-        ratios = err_a[pick].mean(axis=1) / err_b[pick].mean(axis=1)
+        ratios = boot_a.mean(axis=1) / boot_b.mean(axis=1)
     lo, hi = _percentiles(ratios)
     return float(err_a.mean() / err_b.mean()), lo, hi
 
@@ -306,7 +317,11 @@ def _ratio_analysis(name: str, mae_a: float, mae_b: float, ratio: tuple[float, f
 
 
 def _dense_transfer(runs: pd.DataFrame, fits: dict, rel: float, n_boot: int, seed: int) -> Analysis:
-    """(a) A law fitted on dense runs only predicts the sparse runs from N-bar, and from final N."""
+    """(a) A law fitted on dense runs only predicts the sparse runs from N-bar, and from final N.
+
+    The interval resamples the sparse runs and the dense law itself (its bootstrap refits):
+    a law of 5 coefficients fitted on a handful of dense runs is far from exact, and an
+    interval over the sparse runs alone would treat it as exact."""
     name = "dense-only law on sparse runs"
     dense, avg = fits.get("dense_only"), fits.get("average_params")
     if dense is None or avg is None:
@@ -319,11 +334,30 @@ def _dense_transfer(runs: pd.DataFrame, fits: dict, rel: float, n_boot: int, see
         return Analysis(name, NOT_TESTED, f"{len(sparse)} sparse runs in the average_params fit's runs")
     d_col, loss_col = R.fit_columns(avg, "average_params")["d"], R.fit_columns(avg, "average_params")["loss"]
     obs = sparse[loss_col].to_numpy(float)
-    err_nbar = R.chinchilla_predict(dense["params"], sparse["n_avg"], sparse[d_col]) - obs
-    err_final = R.chinchilla_predict(dense["params"], sparse["n_final"], sparse[d_col]) - obs
-    return _ratio_analysis(name, float(np.abs(err_nbar).mean()), float(np.abs(err_final).mean()),
-                           _paired_ratio(err_nbar, err_final, n_boot, seed), rel,
-                           f"; {len(sparse)} sparse runs, law fitted on {dense.get('n_points', '?')} dense runs")
+    refits = (dense.get("bootstrap") or {}).get("samples") or []
+
+    def errors(params: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (R.chinchilla_predict(params, sparse["n_avg"], sparse[d_col]) - obs,
+                R.chinchilla_predict(params, sparse["n_final"], sparse[d_col]) - obs)
+
+    err_nbar, err_final = errors(dense["params"])
+    refit_errors = np.array([errors(p) for p in refits]).reshape(len(refits), 2, len(obs))
+    refit_nbar, refit_final = refit_errors[:, 0], refit_errors[:, 1]
+    # a refit that predicts an infinite or undefined loss has failed (as in ``plan``)
+    finite = np.isfinite(refit_nbar).all(axis=1) & np.isfinite(refit_final).all(axis=1)
+    mae_nbar, mae_final = float(np.abs(err_nbar).mean()), float(np.abs(err_final).mean())
+    extra = f"; {len(sparse)} sparse runs, law fitted on {dense.get('n_points', '?')} dense runs"
+    few = _too_few_refits({"bootstrap": {"n_boot": len(refits), "n_failed": int((~finite).sum())}})
+    if few:  # the sparse runs alone would give an interval, but not the law's share of it
+        return Analysis(name, UNDERPOWERED,
+                        f"MAE N̄ {mae_nbar:.4f} vs final N {mae_final:.4f}, ratio {mae_nbar / mae_final:.2f}{extra}: "
+                        f"the dense-only law's own uncertainty has no interval: {few}", mae_nbar / mae_final)
+    extra += f", interval over {finite.sum()} of its bootstrap refits"
+    if not finite.all():
+        extra += f" ({(~finite).sum()} failed)"
+    return _ratio_analysis(name, mae_nbar, mae_final,
+                           _paired_ratio(err_nbar, err_final, n_boot, seed, (refit_nbar[finite], refit_final[finite])),
+                           rel, extra)
 
 
 def _heldout_pair(fits: dict, kind: str, label: str, rel: float, n_boot: int, seed: int) -> Analysis:
