@@ -125,15 +125,18 @@ def _too_few_refits(fit: dict, level: float = 0.95) -> str | None:
     profile's 5 refits). Fits without a bootstrap record are not judged here."""
     boot = fit.get("bootstrap") or {}
     if "samples" in boot:
-        n = len(boot["samples"])
-    elif "n_boot" in boot:
-        n = int(boot["n_boot"]) - int(boot.get("n_failed") or 0)
-    else:
-        return None
+        return _too_few(len(boot["samples"]), level)
+    if "n_boot" in boot:
+        return _too_few(int(boot["n_boot"]) - int(boot.get("n_failed") or 0), level)
+    return None
+
+
+def _too_few(refits: int, level: float = 0.95) -> str | None:
+    """``_too_few_refits`` for a count of usable refits."""
     need = round(2 / (1 - level))
-    if n >= need:
+    if refits >= need:
         return None
-    return f"the interval rests on {n} bootstrap refits; a {100 * level:.0f}% percentile interval needs at least {need}"
+    return f"the interval rests on {refits} bootstrap refits; a {100 * level:.0f}% percentile interval needs at least {need}"
 
 
 def _percentiles(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -347,7 +350,7 @@ def _dense_transfer(runs: pd.DataFrame, fits: dict, rel: float, n_boot: int, see
     finite = np.isfinite(refit_nbar).all(axis=1) & np.isfinite(refit_final).all(axis=1)
     mae_nbar, mae_final = float(np.abs(err_nbar).mean()), float(np.abs(err_final).mean())
     extra = f"; {len(sparse)} sparse runs, law fitted on {dense.get('n_points', '?')} dense runs"
-    few = _too_few_refits({"bootstrap": {"n_boot": len(refits), "n_failed": int((~finite).sum())}})
+    few = _too_few(int(finite.sum()))
     if few:  # the sparse runs alone would give an interval, but not the law's share of it
         return Analysis(name, UNDERPOWERED,
                         f"MAE N̄ {mae_nbar:.4f} vs final N {mae_final:.4f}, ratio {mae_nbar / mae_final:.2f}{extra}: "
