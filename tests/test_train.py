@@ -372,6 +372,30 @@ def test_quick_cpu_compile_start_keeps_explicit_settings(monkeypatch, env):
         assert inductor.compile_threads == (7 if env else 1)
 
 
+@pytest.mark.trains
+def test_compile_caches_of_two_vector_isas_stay_apart(shards, tmp_path):
+    """Inductor's cache keys do not tell vector ISAs apart: one cache shared by an AVX2 job and
+    an AVX-512 job aborted the second in malloc, and trained NaN in the reverse order. With a
+    folder per ISA, every order trains the same run. The ISAs differ where the CPU has AVX-512;
+    elsewhere all three jobs run one ISA and share one folder."""
+    spec = make_spec("global", tokens=40 * 256, every=10, compile=True)
+    cache = tmp_path / "cache"
+    runs = []
+    for i, capability in enumerate(("avx2", None, "avx2")):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        done = subprocess.run(_cli(spec, shards, tmp_path / f"run{i}"), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads((tmp_path / f"run{i}" / "metrics.json").read_text()))
+    losses = [r["final_val_loss"] for r in runs]
+    assert np.isfinite(losses).all() and losses == pytest.approx([losses[0]] * 3, rel=1e-4)
+    capabilities = {r["provenance"]["cpu_capability"] for r in runs}
+    assert len(list(cache.glob("isa-*"))) == len(capabilities), sorted(p.name for p in cache.iterdir())
+    assert not (cache / "fxgraph").exists()  # every compiled graph lies in an ISA's folder
+
+
 def test_gradient_accumulation_matches_one_batch(shards, tmp_path):
     """Micro-batches of 2 summed over 4 backward passes give the 8-sequence step (fp rounding aside)."""
     spec = make_spec("global", tokens=40 * 256, every=5, eval_every=100)

@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import random
+import re
 import socket
 import sys
 import time
@@ -349,6 +350,25 @@ def _quick_cpu_compile_start() -> None:
         inductor.compile_threads = 1
 
 
+def _compile_cache_per_isa(device: torch.device) -> None:
+    """Give each vector ISA its own folder of inductor's persistent cache. Its keys do not tell
+    ISAs apart: here a cache written under AVX2 and read under AVX-512 aborted the job in
+    malloc, and the reverse trained NaN from the first step (torch 2.13). A results/ folder
+    that a mixed cluster shares, or that moves to another machine, would do the same."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    isa = torch.backends.cpu.get_cpu_capability()
+    if device.type == "cpu":  # the kernels inductor writes (AMX, AVX-512, ...); no probe once vec_isa_ok is set
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        isa += f"-{pick_vec_isa()}"
+    folder = "isa-" + re.sub(r"[^a-z0-9_]+", "-", isa.lower()).strip("-")
+    root = cache_dir()
+    if os.path.basename(root).startswith("isa-"):  # set by an earlier run in this process
+        root = os.path.dirname(root)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(root, folder)
+
+
 def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -537,6 +557,7 @@ def run_training(
             dynamo.config.suppress_errors = True
             if device.type == "cpu":
                 _quick_cpu_compile_start()
+            _compile_cache_per_isa(device)
             model = torch.compile(model)
 
         val_x, val_y = shards.fixed_windows("val", tr["eval_windows"], seq_len, seed=0)
@@ -696,6 +717,8 @@ def run_training(
                 "world_size": dist.world, "resumed_from_step": resumed_from, "init_from": None if init_from is None else str(init_from),
                 "data_dir": str(data_dir), "data_sha256": shards.manifest.get("sha256"), "argv": ["sparsescale", *sys.argv[1:]],
                 "compile": tr["compile"], "dtype": "bfloat16-autocast" if device.type == "cuda" else "float32",
+                # the CPU kernels' vector ISA: floats differ in the last bits between ISAs
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             },
         }
         _write_outputs(out_dir, spec, cfg, raw, pruner, rows, metrics)
