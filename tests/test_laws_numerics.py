@@ -115,7 +115,8 @@ def test_refits_do_not_depend_on_the_number_of_workers():
     one = uncertainty.bootstrap(law, frame, n_boot=12, seed=5, workers=1, set_ci=False)
     two = uncertainty.bootstrap(law, frame, n_boot=12, seed=5, workers=2, set_ci=False)
     pd.testing.assert_frame_equal(one["samples"], two["samples"])
-    held_one = uncertainty.heldout(law, frame, k=3, workers=1)
-    held_two = uncertainty.heldout(law, frame, k=3, workers=2)
+    held_one = uncertainty.heldout(law, frame, k=3, workers=1, refits=12)
+    held_two = uncertainty.heldout(law, frame, k=3, workers=2, refits=12)
     assert held_one["kfold"]["mae"] == held_two["kfold"]["mae"]
     assert held_one["leave_one_scale_out"]["mae"] == held_two["leave_one_scale_out"]["mae"]
+    assert held_one["leave_one_scale_out"]["refits"] == held_two["leave_one_scale_out"]["refits"]

@@ -69,6 +69,31 @@ def test_heldout_errors_are_sane():
     assert wrong["mae"] > kf["mae"]
 
 
+def test_leave_one_scale_out_refits_carry_the_held_out_fits_uncertainty():
+    exact = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.0)
+    law = AverageParamsLaw(n_refine=16)
+    loso = leave_one_scale_out(law, exact, refits=8, seed=3)
+    refits = loso["refits"]
+    assert refits["n_boot"] == 8 and refits["n_failed"] == 0
+    predicted = np.array(refits["predicted"])
+    assert predicted.shape == (8, loso["n_test"])
+    # runs on the law itself: every resample's refit predicts the held-out scale exactly
+    observed = np.array([p["observed"] for p in loso["predictions"]])
+    assert np.allclose(predicted, observed, rtol=1e-4)
+    # noisy runs: the refits scatter the extrapolation, around the fit's own prediction
+    noisy = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.02)
+    loso = leave_one_scale_out(law, noisy, refits=40, seed=3)
+    predicted = np.array(loso["refits"]["predicted"], dtype=float)
+    fitted = np.array([p["predicted"] for p in loso["predictions"]])
+    spread = predicted.std(axis=0)
+    assert (spread > 1e-3 * fitted).all()
+    assert (np.abs(np.median(predicted, axis=0) - fitted) < 2 * spread).all()
+    # the resamples come from the seed (so two laws fitted on the same runs draw the same ones)
+    again = leave_one_scale_out(law, noisy, refits=40, seed=3)
+    assert again["refits"]["predicted"] == loso["refits"]["predicted"]
+    assert "refits" not in leave_one_scale_out(law, noisy)
+
+
 def test_scale_groups_fallbacks():
     frame = runs_table("chinchilla", CHIN_TRUE, seed=0)
     law = ChinchillaLaw()

@@ -345,27 +345,36 @@ def _dense_transfer(runs: pd.DataFrame, fits: dict, rel: float, n_boot: int, see
 
     err_nbar, err_final = errors(dense["params"])
     refit_errors = np.array([errors(p) for p in refits]).reshape(len(refits), 2, len(obs))
-    refit_nbar, refit_final = refit_errors[:, 0], refit_errors[:, 1]
-    # a refit that predicts an infinite or undefined loss has failed (as in ``plan``)
-    finite = np.isfinite(refit_nbar).all(axis=1) & np.isfinite(refit_final).all(axis=1)
-    mae_nbar, mae_final = float(np.abs(err_nbar).mean()), float(np.abs(err_final).mean())
-    extra = f"; {len(sparse)} sparse runs, law fitted on {dense.get('n_points', '?')} dense runs"
+    return _ratio_with_refits(name, err_nbar, err_final, refit_errors[:, 0], refit_errors[:, 1], "the dense-only law's",
+                              rel, n_boot, seed,
+                              f"; {len(sparse)} sparse runs, law fitted on {dense.get('n_points', '?')} dense runs")
+
+
+def _ratio_with_refits(name: str, err_a: np.ndarray, err_b: np.ndarray, refit_a: np.ndarray, refit_b: np.ndarray,
+                       whose: str, rel: float, n_boot: int, seed: int, extra: str) -> Analysis:
+    """``_ratio_analysis`` whose interval also holds the laws' own uncertainty: ``refit_a``,
+    ``refit_b`` are the errors under each bootstrap refit (refits x runs, refit i of both laws
+    from the same resample). A refit that predicts an infinite or undefined loss has failed
+    (as in ``plan``); at least 40 must be usable, as for any bootstrap interval."""
+    finite = np.isfinite(refit_a).all(axis=1) & np.isfinite(refit_b).all(axis=1)
+    mae_a, mae_b = float(np.abs(err_a).mean()), float(np.abs(err_b).mean())
     few = _too_few(int(finite.sum()))
-    if few:  # the sparse runs alone would give an interval, but not the law's share of it
+    if few:  # the runs alone would give an interval, but not the laws' share of it
         return Analysis(name, UNDERPOWERED,
-                        f"MAE N̄ {mae_nbar:.4f} vs final N {mae_final:.4f}, ratio {mae_nbar / mae_final:.2f}{extra}: "
-                        f"the dense-only law's own uncertainty has no interval: {few}", mae_nbar / mae_final)
-    extra += f", interval over {finite.sum()} of its bootstrap refits"
+                        f"MAE N̄ {mae_a:.4f} vs final N {mae_b:.4f}, ratio {mae_a / mae_b:.2f}{extra}: "
+                        f"{whose} own uncertainty has no interval: {few}", mae_a / mae_b)
+    extra += f", interval over {finite.sum()} of {whose} bootstrap refits"
     if not finite.all():
         extra += f" ({(~finite).sum()} failed)"
-    return _ratio_analysis(name, mae_nbar, mae_final,
-                           _paired_ratio(err_nbar, err_final, n_boot, seed, (refit_nbar[finite], refit_final[finite])),
-                           rel, extra)
+    return _ratio_analysis(name, mae_a, mae_b,
+                           _paired_ratio(err_a, err_b, n_boot, seed, (refit_a[finite], refit_b[finite])), rel, extra)
 
 
 def _heldout_pair(fits: dict, kind: str, label: str, rel: float, n_boot: int, seed: int) -> Analysis:
     """(b, c) The N-bar and final-N laws, both fitted on dense + sparse runs, compared on the
-    same held-out runs."""
+    same held-out runs. Every leave-one-scale-out error comes from one fit per law,
+    extrapolated to the largest scale, so its interval also draws the two fits' bootstrap
+    refits (as the dense-only transfer does); k-fold's errors come from k fits per law."""
     avg, fin = fits.get("average_params"), fits.get("final_params")
     if avg is None or fin is None:
         return Analysis(label, NOT_TESTED, "needs the average_params and final_params fits")
@@ -384,10 +393,22 @@ def _heldout_pair(fits: dict, kind: str, label: str, rel: float, n_boot: int, se
     err_a = (a.loc[shared, "predicted"] - a.loc[shared, "observed"]).to_numpy(float)
     err_b = (b.loc[shared, "predicted"] - b.loc[shared, "observed"]).to_numpy(float)
     extra = f"; {len(shared)} held-out runs"
-    if kind == "leave_one_scale_out":
-        extra += f" of scale {blocks[0].get('held_out_scale')}"
-    return _ratio_analysis(label, float(np.abs(err_a).mean()), float(np.abs(err_b).mean()),
-                           _paired_ratio(err_a, err_b, n_boot, seed), rel, extra)
+    if kind != "leave_one_scale_out":
+        return _ratio_analysis(label, float(np.abs(err_a).mean()), float(np.abs(err_b).mean()),
+                               _paired_ratio(err_a, err_b, n_boot, seed), rel, extra)
+    refit_a, refit_b = (_refit_errors(blk, shared) for blk in blocks)
+    count = min(len(refit_a), len(refit_b))  # refit i of both fits comes from resample i
+    return _ratio_with_refits(label, err_a, err_b, refit_a[:count], refit_b[:count], "the held-out fits'", rel,
+                              n_boot, seed, extra + f" of scale {blocks[0].get('held_out_scale')}")
+
+
+def _refit_errors(block: dict, runs: pd.Index) -> np.ndarray:
+    """A held-out block's refit errors on ``runs`` (refits x runs; NaN where a refit failed)."""
+    predictions = pd.DataFrame(block["predictions"])
+    predicted = [[math.nan] * len(predictions) if p is None else p
+                 for p in (block.get("refits") or {}).get("predicted") or []]
+    table = pd.DataFrame(np.array(predicted, dtype=float).reshape(-1, len(predictions)), columns=predictions["run_id"])
+    return table[runs].to_numpy(float) - predictions.set_index("run_id").loc[runs, "observed"].to_numpy(float)
 
 
 def average_params_law(runs: pd.DataFrame, fits: dict, rel: float = 0.10, n_boot: int = N_BOOT,
@@ -395,7 +416,8 @@ def average_params_law(runs: pd.DataFrame, fits: dict, rel: float = 0.10, n_boot
     """Paper A: the Chinchilla law in N-bar describes dense and sparse runs at once, better
     than the same law in the final non-zero count. Three analyses, each a ratio of mean
     absolute errors with a bootstrap interval over runs: (a) a law fitted on dense runs only,
-    predicting the sparse runs; (b) leave the largest scale out; (c) k-fold."""
+    predicting the sparse runs; (b) leave the largest scale out; (c) k-fold. The intervals of
+    (a) and (b), where one fitted law makes every prediction, also draw its refits."""
     return Claim(
         "average_params", "N̄ law predicts held-out dense+sparse runs better than the final-N law (paper A)",
         f"one law fits dense and sparse; fit MAE ≈ {R.PAPER_A_MAE} (unverified)",

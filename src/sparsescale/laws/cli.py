@@ -40,7 +40,9 @@ def add_commands(subparsers: Any) -> None:
                    help="drop the K highest-loss points (reported under 'dropped')")
     p.add_argument("--min-n", type=float, default=None, metavar="N",
                    help="drop runs whose N column is below N (reported under 'dropped')")
-    p.add_argument("--bootstrap", type=int, default=100, metavar="B", help="bootstrap resamples over runs, 0: none (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=100, metavar="B",
+                   help="bootstrap resamples over runs, for the fit and for its leave-one-scale-out fit; "
+                        "0: none (default: %(default)s)")
     p.add_argument("--kfold", type=int, default=5, metavar="K", help="k for k-fold held-out error, 0: skip (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap, folds, random starts (default: 0)")
     p.add_argument("--ci-level", type=float, default=0.95, help="bootstrap interval level (default: 0.95)")
@@ -127,7 +129,8 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
                                      workers=workers)
         derived["ci"] = boot["derived_ci"]
     log.info("held-out errors (leave-one-scale-out, %s-fold)", kfold or "no")
-    held = uncertainty.heldout(law, kept, k=kfold, seed=seed, scale_col=scale_col, workers=workers)
+    held = uncertainty.heldout(law, kept, k=kfold, seed=seed, scale_col=scale_col, workers=workers,
+                               refits=bootstrap or 0)
 
     columns = dict(law.columns)
     return {

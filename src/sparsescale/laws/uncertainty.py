@@ -5,7 +5,9 @@
   A bootstrap refit starts from the full-data optimum and the few best optima of the full
   fit (``law.warm_starts``) instead of rerunning the full initialisation grid; this is the
   usual cheap refit and keeps B = 1000 practical.
-- ``leave_one_scale_out``: fit on every smaller scale, predict the largest.
+- ``leave_one_scale_out``: fit on every smaller scale, predict the largest; with ``refits``,
+  also that fit's bootstrap refits and their predictions, since every held-out error comes
+  from this one fit and an interval over the held-out runs alone would treat it as exact.
 - ``kfold``: k-fold cross-validation (seeded shuffle); out-of-fold MAE and RMSE in loss.
 Both also return every held-out run's observed and predicted loss (``predictions``).
 Held-out fits rerun the law's full fitting procedure (no warm start), so nothing from the
@@ -70,8 +72,10 @@ def _percentile_ci(samples: np.ndarray, level: float) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def _bootstrap_refits(law: Law, data: Any, resamples: list[np.ndarray], derived_kwargs: dict) -> list:
-    """Warm refits of ``law`` on each resample: ``(params, derived scalars)`` or None (failed)."""
+def _bootstrap_refits(law: Law, data: Any, resamples: list[np.ndarray], derived_kwargs: dict,
+                      predict_on: Any = None) -> list:
+    """Warm refits of ``law`` on each resample: ``(params, derived scalars, predictions on
+    predict_on or None)``, or None (failed)."""
     out = []
     for idx in resamples:
         try:
@@ -86,8 +90,23 @@ def _bootstrap_refits(law: Law, data: Any, resamples: list[np.ndarray], derived_
             derived = fit.derived_scalars(**derived_kwargs)
         except ValueError:  # no derived quantity for this refit (e.g. a non-positive exponent)
             derived = {}
-        out.append((fit.params, derived))
+        out.append((fit.params, derived, None if predict_on is None else fit.predict(predict_on)))
     return out
+
+
+def _resample_refits(law: Law, data: Any, n_boot: int, seed: int, workers: int = 1,
+                     derived_kwargs: dict | None = None, predict_on: Any = None) -> list:
+    """``_bootstrap_refits`` on ``n_boot`` resamples of ``data``'s rows, in resample order.
+    The resamples are drawn up front from ``seed``: the result does not depend on
+    ``workers``, and two laws fitted on the same rows get the same resamples (so their
+    refits pair up)."""
+    n = n_rows(data)
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, n, n) for _ in range(int(n_boot))]
+    chunks = [resamples[i::10] for i in range(min(10, len(resamples)))]  # 10 tasks: progress and balance
+    done = run_tasks(_bootstrap_refits, [(law, data, chunk, derived_kwargs or {}, predict_on) for chunk in chunks],
+                     workers, f"bootstrap ({n_boot} resamples)")
+    return [done[i % len(chunks)][i // len(chunks)] for i in range(len(resamples))]
 
 
 def bootstrap(law: Law, data: Any, n_boot: int = 200, seed: int = 0, level: float = 0.95,
@@ -96,18 +115,12 @@ def bootstrap(law: Law, data: Any, n_boot: int = 200, seed: int = 0, level: floa
 
     Returns ``{"n_boot", "n_failed", "level", "ci": {param: [lo, hi]},
     "derived_ci": {name: [lo, hi]}, "samples": DataFrame}`` and, with ``set_ci``, stores
-    the coefficient intervals on ``law.ci`` (shown by ``parameter_table``). The resamples
-    are drawn up front from ``seed``, so the result does not depend on ``workers``.
+    the coefficient intervals on ``law.ci`` (shown by ``parameter_table``). The result does
+    not depend on ``workers`` (``_resample_refits``).
     """
     if law.theta_ is None:
         raise RuntimeError("bootstrap needs a fitted law")
-    n = n_rows(data)
-    rng = np.random.default_rng(seed)
-    resamples = [rng.integers(0, n, n) for _ in range(int(n_boot))]
-    chunks = [resamples[i::10] for i in range(min(10, len(resamples)))]  # 10 tasks: progress and balance
-    done = run_tasks(_bootstrap_refits, [(law, data, chunk, derived_kwargs or {}) for chunk in chunks],
-                     workers, f"bootstrap ({n_boot} resamples)")
-    fits = [done[i % len(chunks)][i // len(chunks)] for i in range(len(resamples))]  # resample order
+    fits = _resample_refits(law, data, n_boot, seed, workers, derived_kwargs)
     failed = sum(f is None for f in fits)
     rows = [f[0] for f in fits if f is not None]
     drows = [f[1] for f in fits if f is not None]
@@ -156,10 +169,10 @@ def scale_groups(data: Any, law: Law, scale_col: str | None = "scale") -> tuple[
     return key_name, keys, sorted(uniq, key=lambda u: med[u])
 
 
-def _fit_predict(law: Law, data: Any, train_idx: np.ndarray, test_idx: np.ndarray) -> tuple[dict, np.ndarray]:
-    """A full fit (no warm start) on the training rows; its params and predictions on the test rows."""
+def _fit_predict(law: Law, data: Any, train_idx: np.ndarray, test_idx: np.ndarray) -> tuple[Law, np.ndarray]:
+    """A full fit (no warm start) on the training rows, and its predictions on the test rows."""
     fit = law.clone().fit(subset(data, train_idx))
-    return fit.params, fit.predict(subset(data, test_idx))
+    return fit, fit.predict(subset(data, test_idx))
 
 
 def _loso_split(law: Law, data: Any, scale_col: str | None) -> dict:
@@ -176,22 +189,35 @@ def _loso_split(law: Law, data: Any, scale_col: str | None) -> dict:
             "train_scales": [_plain(u) for u in order[:-1]], "train_idx": train_idx, "test_idx": test_idx}
 
 
-def _loso_result(law: Law, data: Any, split: dict, fitted: tuple[dict, np.ndarray]) -> dict:
-    params, pred = fitted
-    obs = law.extract(subset(data, split["test_idx"]))["L"]
+def _loso_result(law: Law, data: Any, split: dict, fitted: tuple[Law, np.ndarray], refits: int = 0,
+                 seed: int = 0, workers: int = 1) -> dict:
+    fit, pred = fitted
+    test = subset(data, split["test_idx"])
+    obs = law.extract(test)["L"]
     out = _errors(pred, obs)
     out.update({k: v for k, v in split.items() if not k.endswith("_idx")})
-    out.update({"n_train": int(len(split["train_idx"])), "n_test": int(len(split["test_idx"])), "fit_params": params,
-                "predictions": _predictions(data, split["test_idx"], obs, pred)})
+    out.update({"n_train": int(len(split["train_idx"])), "n_test": int(len(split["test_idx"])),
+                "fit_params": fit.params, "predictions": _predictions(data, split["test_idx"], obs, pred)})
+    if refits:
+        done = _resample_refits(fit, subset(data, split["train_idx"]), refits, seed, workers, predict_on=test)
+        out["refits"] = {
+            "n_boot": int(refits), "n_failed": sum(r is None for r in done), "seed": seed,
+            "method": "percentile bootstrap over the training runs, warm refits of the held-out fit",
+            # per refit, in resample order, its predictions for the held-out runs (in ``predictions`` order)
+            "predicted": [None if r is None else [float(p) for p in r[2]] for r in done]}
     return out
 
 
-def leave_one_scale_out(law: Law, data: Any, scale_col: str | None = "scale") -> dict:
-    """Fit on all scales but the largest, predict the largest: errors in loss units."""
+def leave_one_scale_out(law: Law, data: Any, scale_col: str | None = "scale", refits: int = 0, seed: int = 0,
+                        workers: int = 1) -> dict:
+    """Fit on all scales but the largest, predict the largest: errors in loss units. With
+    ``refits`` > 0, that many bootstrap refits of the held-out fit and their predictions
+    (``refits.predicted``; None for a refit that failed)."""
     split = _loso_split(law, data, scale_col)
     if "skipped" in split:
         return split
-    return _loso_result(law, data, split, _fit_predict(law, data, split["train_idx"], split["test_idx"]))
+    return _loso_result(law, data, split, _fit_predict(law, data, split["train_idx"], split["test_idx"]),
+                        refits, seed, workers)
 
 
 def _kfold_split(law: Law, data: Any, k: int, seed: int) -> dict:
@@ -233,8 +259,9 @@ def _plain(v: Any) -> Any:
 
 
 def heldout(law: Law, data: Any, k: int = 5, seed: int = 0, scale_col: str | None = "scale",
-            workers: int = 1) -> dict:
-    """Leave-one-scale-out and (``k`` > 0) k-fold errors; their refits run in ``workers`` processes."""
+            workers: int = 1, refits: int = 0) -> dict:
+    """Leave-one-scale-out (with ``refits`` bootstrap refits of its fit) and (``k`` > 0)
+    k-fold errors; their fits run in ``workers`` processes."""
     loso = _loso_split(law, data, scale_col)
     folds = _kfold_split(law, data, k, seed) if k else None
     tasks = [] if "skipped" in loso else [(law, data, loso["train_idx"], loso["test_idx"])]
@@ -242,7 +269,7 @@ def heldout(law: Law, data: Any, k: int = 5, seed: int = 0, scale_col: str | Non
         tasks += [(law, data, train, fold) for train, fold in zip(folds["trains"], folds["folds"])]
     fitted = run_tasks(_fit_predict, tasks, workers, f"held-out refits ({len(tasks)} full fits)")
     if "skipped" not in loso:
-        loso, fitted = _loso_result(law, data, loso, fitted[0]), fitted[1:]
+        loso, fitted = _loso_result(law, data, loso, fitted[0], refits, seed, workers), fitted[1:]
     if folds is not None and "skipped" not in folds:
         folds = _kfold_result(law, data, folds, fitted)
     return {"leave_one_scale_out": loso, "kfold": folds}
