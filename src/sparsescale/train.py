@@ -358,7 +358,7 @@ def _compile_cache_per_isa(device: torch.device) -> None:
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     isa = torch.backends.cpu.get_cpu_capability()
-    if device.type == "cpu":  # the kernels inductor writes (AMX, AVX-512, ...); no probe once vec_isa_ok is set
+    if device.type == "cpu":  # the ISA inductor writes kernels for (AMX, AVX-512, ...), picked as it picks it
         from torch._inductor.cpu_vec_isa import pick_vec_isa
 
         isa += f"-{pick_vec_isa()}"
