@@ -122,11 +122,11 @@ def make_runs(seed: int = 0, penalty_25_75: float = 0.0):
 
 
 def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None, runs=None, predict=None,
-         data_range=None, samples=None, loso_refits=None):
+         data_range=None, samples=None, heldout_refits=None):
     """A fit JSON. With ``runs`` and ``predict`` (the law on those runs), held-out blocks carry
     per-run predictions (s2, the largest scale with sparse runs, for leave-one-scale-out; all
-    for k-fold), and ``loso_refits`` (refits x s2 runs) are the held-out fit's refits'
-    predictions; bootstrap refits are ``samples``, or scatter every coefficient by about
+    for k-fold), and ``heldout_refits`` (by kind: refits x those runs) are the held-out fits'
+    refits' predictions; bootstrap refits are ``samples``, or scatter every coefficient by about
     ``ci_rel / 4`` (seeded)."""
     rng = np.random.default_rng(len(query))
     if samples is None:
@@ -142,9 +142,8 @@ def _fit(law, params, ci_rel, query, columns, loso, kfold, n_points, units=None,
             fit["heldout"][kind]["predictions"] = [
                 {"run_id": r, "observed": float(o), "predicted": float(q)}
                 for r, o, q in zip(rows["run_id"], rows["final_val_loss"], predict(rows))]
-    if loso_refits is not None:
-        fit["heldout"]["leave_one_scale_out"]["refits"] = {"n_boot": len(loso_refits), "n_failed": 0, "seed": 0,
-                                                           "predicted": loso_refits}
+    for kind, predicted in (heldout_refits or {}).items():
+        fit["heldout"][kind]["refits"] = {"n_boot": len(predicted), "n_failed": 0, "seed": 0, "predicted": predicted}
     if units:
         fit["units"] = units
     if data_range:
@@ -196,13 +195,17 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
         return [_least_squares(_chin, t, frame.iloc[rng.integers(0, len(frame), len(frame))], ["n_avg", "tokens"], free)
                 for _ in range(n)]
 
-    def loso_refits(n_col: str, n: int = 40) -> list[list[float]]:
-        """Real refits on resamples of the runs below s2, predicting s2 (the same resamples for both laws)."""
-        train, test = std[std["scale"] != "s2"], std[std["scale"] == "s2"]
-        rng = np.random.default_rng(0)
-        fits = [_least_squares(_chin, t, train.iloc[rng.integers(0, len(train), len(train))], [n_col, "tokens"], free)
-                for _ in range(n)]
-        return [list(map(float, _chin(p, test[n_col], test["tokens"]))) for p in fits]
+    def heldout_refits(n_col: str, n: int = 40) -> dict[str, list[list[float]]]:
+        """Real refits on resamples of the runs below s2, predicting s2, and (k-fold's
+        stand-in) of all runs, predicting all; the same resamples for both laws."""
+        refit = {}
+        for kind, train, test in (("leave_one_scale_out", std[std["scale"] != "s2"], std[std["scale"] == "s2"]),
+                                  ("kfold", std, std)):
+            rng = np.random.default_rng(0)
+            fits = [_least_squares(_chin, t, train.iloc[rng.integers(0, len(train), len(train))], [n_col, "tokens"],
+                                   free) for _ in range(n)]
+            refit[kind] = [list(map(float, _chin(p, test[n_col], test["tokens"]))) for p in fits]
+        return refit
 
     spa = _least_squares(_sparse, SPARSITY_PARAMS, uni, ["sparsity", "n_final", "tokens"], ["a_S", "c_S", "b_N", "c"])
     syn = dict(TRUE["synthetic"])
@@ -211,10 +214,10 @@ def make_fits(runs: pd.DataFrame, entropy_offset: float = 0.02) -> dict[str, dic
     return {
         "average_params": _fit("average-params", avg, 0.08, std_q, cols("n_avg"), 0.012, 0.010, len(std), runs=std,
                                predict=lambda r: _chin(avg, r["n_avg"], r["tokens"]),
-                               data_range=_range(std, N="n_avg", D="tokens"), loso_refits=loso_refits("n_avg")),
+                               data_range=_range(std, N="n_avg", D="tokens"), heldout_refits=heldout_refits("n_avg")),
         "final_params": _fit("chinchilla", fin, 0.1, std_q, cols("n_final"), 0.045, 0.040, len(std), runs=std,
                              predict=lambda r: _chin(fin, r["n_final"], r["tokens"]),
-                             loso_refits=loso_refits("n_final")),
+                             heldout_refits=heldout_refits("n_final")),
         "dense_only": _fit("chinchilla", den, 0.15, dense_q, cols("n_avg"), 0.030, 0.025, len(dense),
                            data_range=_range(dense, N="n_avg", D="tokens"), samples=refits(dense)),
         "sparsity": _fit("sparsity", spa, 0.2, uni_q, {"s": "sparsity", **cols("n_final")}, 0.02, 0.02, len(uni),

@@ -149,8 +149,8 @@ def _study(law: str) -> tuple[pd.DataFrame, dict]:
     """A ladder whose losses follow ``law`` and the three fits the claim reads (each fitted once)."""
     runs = _ladder(law)
     query = "corpus == 'c'"
-    # the refits of the dense law and of the held-out fits go into the transfer's and the
-    # leave-one-scale-out's intervals: 40 is the fewest that decide
+    # the refits of the dense law and of the held-out fits go into every analysis's interval:
+    # 40 is the fewest that decide
     options = {"bootstrap": 40, "n_refine": 32}
     return runs, {"dense_only": fit_table(runs, "chinchilla", query="method == 'dense'", kfold=0, **options),
                   "average_params": fit_table(runs, "average-params", query=query, kfold=4, **options),
@@ -228,49 +228,54 @@ def test_the_transfer_needs_refits_of_the_dense_law(refits, failed, decision, wo
     assert transfer.value == pytest.approx(np.abs(err_nbar).mean() / np.abs(err_final).mean())
 
 
-def _loso_errors(fits: dict) -> tuple[np.ndarray, np.ndarray]:
-    return tuple(np.array([p["predicted"] - p["observed"]
-                           for p in fits[role]["heldout"]["leave_one_scale_out"]["predictions"]])
+HELDOUT = [("leave_one_scale_out", 1, "of scale s3, interval over 40 of the held-out fits'"),
+           ("kfold", 2, "held-out runs, interval over 40 of the held-out fits'")]
+
+
+def _heldout_errors(fits: dict, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(np.array([p["predicted"] - p["observed"] for p in fits[role]["heldout"][kind]["predictions"]])
                  for role in ("average_params", "final_params"))
 
 
-def test_the_leave_one_scale_out_interval_holds_the_held_out_fits_uncertainty():
+@pytest.mark.parametrize("kind,index,words", HELDOUT)
+def test_a_held_out_interval_holds_the_held_out_fits_uncertainty(kind, index, words):
     runs, fits = _nbar_study("average-params")
-    blocks = [fits[role]["heldout"]["leave_one_scale_out"] for role in ("average_params", "final_params")]
+    blocks = [fits[role]["heldout"][kind] for role in ("average_params", "final_params")]
     # refits that predict what the fits predict: the interval over the held-out runs alone
     for block in blocks:
         block["refits"]["predicted"] = [[p["predicted"] for p in block["predictions"]]] * 40
-    loso = C.average_params_law(runs, fits).analyses[1]
-    assert loso.interval == pytest.approx(C._paired_ratio(*_loso_errors(fits), C.N_BOOT, 0)[1:])
-    assert loso.decision == C.REPRODUCED and "of scale s3, interval over 40 of the held-out fits'" in loso.numbers
-    # a third of the N-bar fit's refits extrapolate 0.3 nats high: same point, no decision
+    held = C.average_params_law(runs, fits).analyses[index]
+    assert held.interval == pytest.approx(C._paired_ratio(*_heldout_errors(fits, kind), C.N_BOOT, 0)[1:])
+    assert held.decision == C.REPRODUCED and words in held.numbers, held.numbers
+    # a third of the N-bar fits' refits predict 0.3 nats high: same point, no decision
     high = [[p["predicted"] + 0.3 for p in blocks[0]["predictions"]]] * 20
     blocks[0]["refits"]["predicted"] = high + blocks[0]["refits"]["predicted"][20:]
-    loose = C.average_params_law(runs, fits).analyses[1]
-    assert loose.value == pytest.approx(loso.value)
+    loose = C.average_params_law(runs, fits).analyses[index]
+    assert loose.value == pytest.approx(held.value)
     assert loose.interval[0] < 0.9 < loose.interval[1] and loose.decision == C.UNDERPOWERED, loose.numbers
 
 
+@pytest.mark.parametrize("kind,index", [(kind, index) for kind, index, _ in HELDOUT])
 @pytest.mark.parametrize("refits,failed,decision,words", [
     (None, 0, C.UNDERPOWERED, "the held-out fits' own uncertainty has no interval"),
     (45, 10, C.UNDERPOWERED, "rests on 35 bootstrap refits"),
     (50, 5, C.REPRODUCED, "interval over 45 of the held-out fits' bootstrap refits (5 failed)"),
 ])
-def test_leave_one_scale_out_needs_refits_of_both_fits(refits, failed, decision, words):
+def test_a_held_out_analysis_needs_refits_of_both_fits(kind, index, refits, failed, decision, words):
     """A resample counts only where both fits' refits succeeded: here the N-bar fit's first
     refits and the final-N fit's last ones failed, ``failed`` in all."""
     runs, fits = _nbar_study("average-params")
     n = refits or 0
     failing = {"average_params": range(failed - failed // 2), "final_params": range(n - failed // 2, n)}
     for role, fail in failing.items():
-        block = fits[role]["heldout"]["leave_one_scale_out"]
+        block = fits[role]["heldout"][kind]
         fitted = [p["predicted"] for p in block["predictions"]]
         if refits is None:
             del block["refits"]
         else:
             block["refits"]["predicted"] = [None if i in fail else fitted for i in range(n)]
-    loso = C.average_params_law(runs, fits).analyses[1]
-    assert loso.decision == decision and words in loso.numbers, loso.numbers
+    held = C.average_params_law(runs, fits).analyses[index]
+    assert held.decision == decision and words in held.numbers, held.numbers
 
 
 def test_noisy_few_runs_are_underpowered_and_disagreeing_analyses_unstable():
@@ -280,6 +285,7 @@ def test_noisy_few_runs_are_underpowered_and_disagreeing_analyses_unstable():
     for role in ("average_params", "final_params"):
         block = fits[role]["heldout"]["kfold"]
         block["predictions"] = [{**p, "predicted": p["observed"] + rng.normal(0, 0.05)} for p in block["predictions"]]
+        block["refits"]["predicted"] = [[p["predicted"] for p in block["predictions"]]] * 40
     claim = C.average_params_law(runs, fits)
     assert claim.analyses[2].decision == C.UNDERPOWERED
     assert claim.analyses[2].interval[0] <= 0.9 < claim.analyses[2].interval[1]

@@ -51,9 +51,10 @@ def test_fit_average_params_csv(tmp_path):
     assert fit["heldout"]["kfold"]["k"] == 3 and fit["heldout"]["kfold"]["mae"] > 0
     loso = fit["heldout"]["leave_one_scale_out"]
     assert loso["held_out_scale"] == "s4"
-    # --bootstrap also refits the held-out fit: each refit's predictions for the held-out runs
-    assert loso["refits"]["n_boot"] == 10 and len(loso["refits"]["predicted"]) == 10
-    assert all(p is None or len(p) == loso["n_test"] for p in loso["refits"]["predicted"])
+    # --bootstrap also refits the held-out fits: each refit's predictions for the held-out runs
+    for held in (loso, fit["heldout"]["kfold"]):
+        assert held["refits"]["n_boot"] == 10 and len(held["refits"]["predicted"]) == 10
+        assert all(p is None or len(p) == len(held["predictions"]) for p in held["refits"]["predicted"])
     rows = fit["derived"]["compute_optimal"]
     assert len(rows) == 4 and all(r["n_opt"] > 0 and r["d_opt"] > 0 for r in rows)
     assert "G" in fit["derived"]["ci"]

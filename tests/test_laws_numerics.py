@@ -119,4 +119,5 @@ def test_refits_do_not_depend_on_the_number_of_workers():
     held_two = uncertainty.heldout(law, frame, k=3, workers=2, refits=12)
     assert held_one["kfold"]["mae"] == held_two["kfold"]["mae"]
     assert held_one["leave_one_scale_out"]["mae"] == held_two["leave_one_scale_out"]["mae"]
-    assert held_one["leave_one_scale_out"]["refits"] == held_two["leave_one_scale_out"]["refits"]
+    for kind in ("leave_one_scale_out", "kfold"):
+        assert held_one[kind]["refits"] == held_two[kind]["refits"]

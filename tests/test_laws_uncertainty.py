@@ -69,29 +69,54 @@ def test_heldout_errors_are_sane():
     assert wrong["mae"] > kf["mae"]
 
 
-def test_leave_one_scale_out_refits_carry_the_held_out_fits_uncertainty():
+def _loso(law, frame, **kw):
+    return leave_one_scale_out(law, frame, **kw)
+
+
+def _kfold(law, frame, **kw):
+    return kfold(law, frame, k=4, **kw)
+
+
+@pytest.mark.parametrize("held_out", [_loso, _kfold])
+def test_held_out_refits_carry_the_held_out_fits_uncertainty(held_out):
     exact = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.0)
     law = AverageParamsLaw(n_refine=16)
-    loso = leave_one_scale_out(law, exact, refits=8, seed=3)
-    refits = loso["refits"]
+    held = held_out(law, exact, refits=8, seed=3)
+    refits = held["refits"]
     assert refits["n_boot"] == 8 and refits["n_failed"] == 0
     predicted = np.array(refits["predicted"])
-    assert predicted.shape == (8, loso["n_test"])
-    # runs on the law itself: every resample's refit predicts the held-out scale exactly
-    observed = np.array([p["observed"] for p in loso["predictions"]])
+    assert predicted.shape == (8, len(held["predictions"]))
+    # runs on the law itself: every resample's refit predicts every held-out run exactly
+    observed = np.array([p["observed"] for p in held["predictions"]])
     assert np.allclose(predicted, observed, rtol=1e-4)
-    # noisy runs: the refits scatter the extrapolation, around the fit's own prediction
+    # noisy runs: the refits scatter the predictions, around the held-out fits' own
     noisy = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.02)
-    loso = leave_one_scale_out(law, noisy, refits=40, seed=3)
-    predicted = np.array(loso["refits"]["predicted"], dtype=float)
-    fitted = np.array([p["predicted"] for p in loso["predictions"]])
+    held = held_out(law, noisy, refits=40, seed=3)
+    predicted = np.array(held["refits"]["predicted"], dtype=float)
+    fitted = np.array([p["predicted"] for p in held["predictions"]])
     spread = predicted.std(axis=0)
     assert (spread > 1e-3 * fitted).all()
     assert (np.abs(np.median(predicted, axis=0) - fitted) < 2 * spread).all()
     # the resamples come from the seed (so two laws fitted on the same runs draw the same ones)
-    again = leave_one_scale_out(law, noisy, refits=40, seed=3)
-    assert again["refits"]["predicted"] == loso["refits"]["predicted"]
-    assert "refits" not in leave_one_scale_out(law, noisy)
+    again = held_out(law, noisy, refits=40, seed=3)
+    assert again["refits"]["predicted"] == held["refits"]["predicted"]
+    assert "refits" not in held_out(law, noisy)
+
+
+def test_kfold_refit_i_predicts_each_fold_with_that_folds_refit_i():
+    """Refit i of the k-fold predictions is refit i of every fold's fit: the runs of one fold
+    move together (one set of coefficients per refit), runs of different folds independently
+    (each fold's fit resampled on its own)."""
+    noisy = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.02)
+    held = kfold(AverageParamsLaw(n_refine=16), noisy, k=4, seed=3, refits=40)
+    folds = np.array_split(np.random.default_rng(3).permutation(len(noisy)), 4)  # kfold's seeded split
+    fold_of = {noisy["run_id"].iloc[r]: j for j, rows in enumerate(folds) for r in rows}
+    fold = np.array([fold_of[p["run_id"]] for p in held["predictions"]])
+    shift = np.array(held["refits"]["predicted"], dtype=float) - [p["predicted"] for p in held["predictions"]]
+    corr = np.abs(np.corrcoef(shift.T))
+    pairs = np.triu(np.ones_like(corr, bool), 1)
+    within, across = corr[pairs & (fold[:, None] == fold)], corr[pairs & (fold[:, None] != fold)]
+    assert np.median(within) > 2 * np.median(across), (np.median(within), np.median(across))  # 0.37, 0.10
 
 
 def test_scale_groups_fallbacks():

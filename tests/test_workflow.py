@@ -230,8 +230,8 @@ class TestTinyProfileEndToEnd:
             for kind in ("leave_one_scale_out", "kfold"):
                 for p in fit["heldout"][kind]["predictions"]:
                     p["predicted"] = p["observed"] + error
-            loso = fit["heldout"]["leave_one_scale_out"]  # and 40 refits that agree (the tiny profile has 5)
-            loso["refits"]["predicted"] = [[p["predicted"] for p in loso["predictions"]]] * 40
+                held = fit["heldout"][kind]  # and 40 refits that agree (the tiny profile has 5)
+                held["refits"]["predicted"] = [[p["predicted"] for p in held["predictions"]]] * 40
             fits[role] = str(tmp_path / f"{role}.json")
             Path(fits[role]).write_text(json.dumps(fit))
 

@@ -373,8 +373,9 @@ def _ratio_with_refits(name: str, err_a: np.ndarray, err_b: np.ndarray, refit_a:
 def _heldout_pair(fits: dict, kind: str, label: str, rel: float, n_boot: int, seed: int) -> Analysis:
     """(b, c) The N-bar and final-N laws, both fitted on dense + sparse runs, compared on the
     same held-out runs. Every leave-one-scale-out error comes from one fit per law,
-    extrapolated to the largest scale, so its interval also draws the two fits' bootstrap
-    refits (as the dense-only transfer does); k-fold's errors come from k fits per law."""
+    extrapolated to the largest scale, and the errors of a k-fold fold from one fit per law,
+    so each interval also draws the held-out fits' bootstrap refits (as the dense-only
+    transfer does)."""
     avg, fin = fits.get("average_params"), fits.get("final_params")
     if avg is None or fin is None:
         return Analysis(label, NOT_TESTED, "needs the average_params and final_params fits")
@@ -393,13 +394,12 @@ def _heldout_pair(fits: dict, kind: str, label: str, rel: float, n_boot: int, se
     err_a = (a.loc[shared, "predicted"] - a.loc[shared, "observed"]).to_numpy(float)
     err_b = (b.loc[shared, "predicted"] - b.loc[shared, "observed"]).to_numpy(float)
     extra = f"; {len(shared)} held-out runs"
-    if kind != "leave_one_scale_out":
-        return _ratio_analysis(label, float(np.abs(err_a).mean()), float(np.abs(err_b).mean()),
-                               _paired_ratio(err_a, err_b, n_boot, seed), rel, extra)
+    if kind == "leave_one_scale_out":
+        extra += f" of scale {blocks[0].get('held_out_scale')}"
     refit_a, refit_b = (_refit_errors(blk, shared) for blk in blocks)
     count = min(len(refit_a), len(refit_b))  # refit i of both fits comes from resample i
     return _ratio_with_refits(label, err_a, err_b, refit_a[:count], refit_b[:count], "the held-out fits'", rel,
-                              n_boot, seed, extra + f" of scale {blocks[0].get('held_out_scale')}")
+                              n_boot, seed, extra)
 
 
 def _refit_errors(block: dict, runs: pd.Index) -> np.ndarray:
@@ -416,8 +416,8 @@ def average_params_law(runs: pd.DataFrame, fits: dict, rel: float = 0.10, n_boot
     """Paper A: the Chinchilla law in N-bar describes dense and sparse runs at once, better
     than the same law in the final non-zero count. Three analyses, each a ratio of mean
     absolute errors with a bootstrap interval over runs: (a) a law fitted on dense runs only,
-    predicting the sparse runs; (b) leave the largest scale out; (c) k-fold. The intervals of
-    (a) and (b), where one fitted law makes every prediction, also draw its refits."""
+    predicting the sparse runs; (b) leave the largest scale out; (c) k-fold. Each interval
+    also draws the refits of the fitted laws that made the predictions."""
     return Claim(
         "average_params", "N̄ law predicts held-out dense+sparse runs better than the final-N law (paper A)",
         f"one law fits dense and sparse; fit MAE ≈ {R.PAPER_A_MAE} (unverified)",

@@ -50,7 +50,7 @@ class Run:
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def load_config(*sources: str | Path | dict) -> dict:
@@ -62,7 +62,7 @@ def load_config(*sources: str | Path | dict) -> dict:
             path = Path(source)
             if not path.is_file():
                 raise InputError(f"{path}: config file not found")
-            source = yaml.safe_load(path.read_text()) or {}
+            source = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         _deep_update(config, copy.deepcopy(source))
     return resolve(config)
 

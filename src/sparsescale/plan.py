@@ -417,7 +417,7 @@ def vocab_size(study: dict, corpus: str, results: str | Path = "results", given:
         raise InputError(f"--corpus {corpus}: not defined under 'corpora' ({', '.join(study['corpora'])})")
     manifest = Path(results) / "data" / corpus / "tokens" / "manifest.json"
     if manifest.is_file():
-        return int(json.loads(manifest.read_text())["vocab_size"]), str(manifest)
+        return int(json.loads(manifest.read_text(encoding="utf-8"))["vocab_size"]), str(manifest)
     tokenizer = study["corpora"][corpus]["tokenizer"]
     if tokenizer.get("vocab_size"):
         return int(tokenizer["vocab_size"]), f"corpora/{corpus}/tokenizer/vocab_size (no {manifest} yet)"
@@ -630,7 +630,7 @@ def check_runs(fit: LawFit, study: dict, vocab_sizes: dict[str, int], results: s
         path = Path(results) / "runs" / run_id / "metrics.json"
         if not path.is_file():
             raise InputError(f"{path}: run {run_id} is not trained yet (train it with snakemake first)")
-        observed.append(json.loads(path.read_text()))
+        observed.append(json.loads(path.read_text(encoding="utf-8")))
     pred = predict_runs(fit, runs)
     pred["observed_loss"] = [m["final_val_loss"] for m in observed]
     pred["error"] = pred["loss"] - pred["observed_loss"]

@@ -41,8 +41,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--min-n", type=float, default=None, metavar="N",
                    help="drop runs whose N column is below N (reported under 'dropped')")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
-                   help="bootstrap resamples over runs, for the fit and for its leave-one-scale-out fit; "
-                        "0: none (default: %(default)s)")
+                   help="bootstrap resamples over runs, for the fit and for each held-out fit (leave one scale "
+                        "out, every k-fold fold); 0: none (default: %(default)s)")
     p.add_argument("--kfold", type=int, default=5, metavar="K", help="k for k-fold held-out error, 0: skip (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap, folds, random starts (default: 0)")
     p.add_argument("--ci-level", type=float, default=0.95, help="bootstrap interval level (default: 0.95)")

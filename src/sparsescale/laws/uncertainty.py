@@ -9,6 +9,8 @@
   also that fit's bootstrap refits and their predictions, since every held-out error comes
   from this one fit and an interval over the held-out runs alone would treat it as exact.
 - ``kfold``: k-fold cross-validation (seeded shuffle); out-of-fold MAE and RMSE in loss.
+  With ``refits``, each fold's fit is refitted the same way; refit i of the k-fold
+  predictions takes refit i of every fold's fit, since each fold's errors come from one fit.
 Both also return every held-out run's observed and predicted loss (``predictions``).
 Held-out fits rerun the law's full fitting procedure (no warm start), so nothing from the
 held-out points leaks into the fit.
@@ -189,22 +191,33 @@ def _loso_split(law: Law, data: Any, scale_col: str | None) -> dict:
             "train_scales": [_plain(u) for u in order[:-1]], "train_idx": train_idx, "test_idx": test_idx}
 
 
+def _heldout_refits(fitted: list[Law], data: Any, trains: list[np.ndarray], tests: list[np.ndarray], refits: int,
+                    seed: int, workers: int) -> dict:
+    """``refits`` bootstrap refits of each held-out fit (``fitted[j]``, fitted on rows
+    ``trains[j]``, predicting rows ``tests[j]``). Refit i predicts every held-out run with
+    refit i of each fit, in the order of ``tests`` concatenated, or is None where any of them
+    failed. Fit j draws its resamples from ``seed + j``: two laws held out on the same rows
+    get the same resamples, so their refits pair up."""
+    per_fit = [_resample_refits(fit, subset(data, train), refits, seed + j, workers, predict_on=subset(data, test))
+               for j, (fit, train, test) in enumerate(zip(fitted, trains, tests))]
+    predicted = [None if any(r is None for r in refit) else [float(p) for r in refit for p in r[2]]
+                 for refit in zip(*per_fit)]
+    return {"n_boot": int(refits), "n_failed": sum(p is None for p in predicted), "seed": seed,
+            "method": "percentile bootstrap over the training runs, warm refits of the held-out fits",
+            # per refit, in resample order, its predictions for the held-out runs (in ``predictions`` order)
+            "predicted": predicted}
+
+
 def _loso_result(law: Law, data: Any, split: dict, fitted: tuple[Law, np.ndarray], refits: int = 0,
                  seed: int = 0, workers: int = 1) -> dict:
     fit, pred = fitted
-    test = subset(data, split["test_idx"])
-    obs = law.extract(test)["L"]
+    obs = law.extract(subset(data, split["test_idx"]))["L"]
     out = _errors(pred, obs)
     out.update({k: v for k, v in split.items() if not k.endswith("_idx")})
     out.update({"n_train": int(len(split["train_idx"])), "n_test": int(len(split["test_idx"])),
                 "fit_params": fit.params, "predictions": _predictions(data, split["test_idx"], obs, pred)})
     if refits:
-        done = _resample_refits(fit, subset(data, split["train_idx"]), refits, seed, workers, predict_on=test)
-        out["refits"] = {
-            "n_boot": int(refits), "n_failed": sum(r is None for r in done), "seed": seed,
-            "method": "percentile bootstrap over the training runs, warm refits of the held-out fit",
-            # per refit, in resample order, its predictions for the held-out runs (in ``predictions`` order)
-            "predicted": [None if r is None else [float(p) for p in r[2]] for r in done]}
+        out["refits"] = _heldout_refits([fit], data, [split["train_idx"]], [split["test_idx"]], refits, seed, workers)
     return out
 
 
@@ -234,24 +247,29 @@ def _kfold_split(law: Law, data: Any, k: int, seed: int) -> dict:
     return {"k": k, "n": n, "seed": seed, "folds": folds, "trains": trains}
 
 
-def _kfold_result(law: Law, data: Any, split: dict, fitted: list[tuple[dict, np.ndarray]]) -> dict:
-    pred = np.full(split["n"], np.nan)
-    for fold, (_, fold_pred) in zip(split["folds"], fitted):
-        pred[fold] = fold_pred
-    obs = law.extract(data)["L"]
+def _kfold_result(law: Law, data: Any, split: dict, fitted: list[tuple[Law, np.ndarray]], refits: int = 0,
+                  workers: int = 1) -> dict:
+    # predictions in fold order, so that they line up with the refits' (``_heldout_refits``)
+    rows = np.concatenate(split["folds"])
+    pred = np.concatenate([fold_pred for _, fold_pred in fitted])
+    obs = law.extract(subset(data, rows))["L"]
     out = _errors(pred, obs)
     out.update({"k": split["k"], "n": split["n"], "seed": split["seed"],
-                "predictions": _predictions(data, np.arange(split["n"]), obs, pred)})
+                "predictions": _predictions(data, rows, obs, pred)})
+    if refits:
+        out["refits"] = _heldout_refits([fit for fit, _ in fitted], data, split["trains"], split["folds"], refits,
+                                        split["seed"], workers)
     return out
 
 
-def kfold(law: Law, data: Any, k: int = 5, seed: int = 0) -> dict:
-    """k-fold cross-validation over runs: out-of-fold MAE and RMSE in loss."""
+def kfold(law: Law, data: Any, k: int = 5, seed: int = 0, refits: int = 0, workers: int = 1) -> dict:
+    """k-fold cross-validation over runs: out-of-fold MAE and RMSE in loss. With ``refits``
+    > 0, that many bootstrap refits of every fold's fit and their predictions."""
     split = _kfold_split(law, data, k, seed)
     if "skipped" in split:
         return split
     fitted = [_fit_predict(law, data, train, fold) for train, fold in zip(split["trains"], split["folds"])]
-    return _kfold_result(law, data, split, fitted)
+    return _kfold_result(law, data, split, fitted, refits, workers)
 
 
 def _plain(v: Any) -> Any:
@@ -260,8 +278,8 @@ def _plain(v: Any) -> Any:
 
 def heldout(law: Law, data: Any, k: int = 5, seed: int = 0, scale_col: str | None = "scale",
             workers: int = 1, refits: int = 0) -> dict:
-    """Leave-one-scale-out (with ``refits`` bootstrap refits of its fit) and (``k`` > 0)
-    k-fold errors; their fits run in ``workers`` processes."""
+    """Leave-one-scale-out and (``k`` > 0) k-fold errors, each with ``refits`` bootstrap
+    refits of its fits; the fits run in ``workers`` processes."""
     loso = _loso_split(law, data, scale_col)
     folds = _kfold_split(law, data, k, seed) if k else None
     tasks = [] if "skipped" in loso else [(law, data, loso["train_idx"], loso["test_idx"])]
@@ -271,7 +289,7 @@ def heldout(law: Law, data: Any, k: int = 5, seed: int = 0, scale_col: str | Non
     if "skipped" not in loso:
         loso, fitted = _loso_result(law, data, loso, fitted[0], refits, seed, workers), fitted[1:]
     if folds is not None and "skipped" not in folds:
-        folds = _kfold_result(law, data, folds, fitted)
+        folds = _kfold_result(law, data, folds, fitted, refits, workers)
     return {"leave_one_scale_out": loso, "kfold": folds}
 
 
