@@ -90,8 +90,11 @@ def test_fit_sparsity(tmp_path):
     frame.to_csv(data, index=False)
     out = tmp_path / "sp.json"
     run(["fit", "--law", "sparsity", "--data", str(data), "--out", str(out), "--bootstrap", "5",
-         "--kfold", "3", "--starts", "10"])
+         "--kfold", "3", "--starts", "10", "--heldout-refits", "0"])
     fit = json.loads(out.read_text())
+    # the fit's own refits, but none of its held-out fits (no claim reads them)
+    assert len(fit["bootstrap"]["samples"]) == 5 - fit["bootstrap"]["n_failed"]
+    assert fit["heldout"]["kfold"]["predictions"] and not any("refits" in b for b in fit["heldout"].values())
     assert set(fit["params"]) == {"a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c"}
     assert fit["columns"]["S"] == "sparsity" and fit["units"]["a_D"] == "tokens"
     opt = fit["derived"]["optimal_sparsity"]
@@ -107,6 +110,7 @@ def test_fit_sparsity(tmp_path):
     (lambda f: f, ["--query", "not_a_column > 1"], "--query"),
     (lambda f: f, ["--query", "n_final < 0"], "no rows"),
     (lambda f: f.head(3), [], "3 data points"),
+    (lambda f: f, ["--heldout-refits", "-1"], "--heldout-refits must be 0 or more, got -1"),
     (lambda f: f.assign(sparsity=np.where(f.index == 2, 1.0, f.sparsity)), ["--law", "sparsity"], "row 2"),
 ])
 def test_cli_bad_input(tmp_path, mutate, argv, pattern):

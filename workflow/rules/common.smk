@@ -135,6 +135,7 @@ def fit_options(wildcards):
             "--drop-highest-loss": spec["drop_highest_loss"],
             "--min-n": spec.get("min_n"),
             "--bootstrap": spec["bootstrap"],
+            "--heldout-refits": spec.get("heldout_refits"),
             "--kfold": spec["kfold"],
             "--seed": spec["seed"],
         }

@@ -41,8 +41,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--min-n", type=float, default=None, metavar="N",
                    help="drop runs whose N column is below N (reported under 'dropped')")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
-                   help="bootstrap resamples over runs, for the fit and for each held-out fit (leave one scale "
-                        "out, every k-fold fold); 0: none (default: %(default)s)")
+                   help="bootstrap resamples over runs, for the fit's intervals; 0: none (default: %(default)s)")
+    p.add_argument("--heldout-refits", type=int, default=None, metavar="B",
+                   help="bootstrap refits of each held-out fit (leave one scale out, every k-fold fold), "
+                        "kept with its predictions for the held-out runs; 0: none (default: --bootstrap)")
     p.add_argument("--kfold", type=int, default=5, metavar="K", help="k for k-fold held-out error, 0: skip (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap, folds, random starts (default: 0)")
     p.add_argument("--ci-level", type=float, default=0.95, help="bootstrap interval level (default: 0.95)")
@@ -79,7 +81,8 @@ def load_table(path: str):
 def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "tokens",
               s_col: str = "sparsity", loss_col: str = "final_val_loss", scale_col: str | None = "scale",
               query: str | None = None, drop_highest_loss: int = 0, min_n: float | None = None,
-              bootstrap: int = 100, kfold: int = 5, seed: int = 0, ci_level: float = 0.95,
+              bootstrap: int = 100, heldout_refits: int | None = None, kfold: int = 5, seed: int = 0,
+              ci_level: float = 0.95,
               compute: list[float] | None = None, n_refine: int | None = 256, starts: int = 25,
               workers: int = 1) -> dict:
     """Everything ``sparsescale fit`` does, on a DataFrame; returns the JSON-ready dict."""
@@ -130,7 +133,7 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
         derived["ci"] = boot["derived_ci"]
     log.info("held-out errors (leave-one-scale-out, %s-fold)", kfold or "no")
     held = uncertainty.heldout(law, kept, k=kfold, seed=seed, scale_col=scale_col, workers=workers,
-                               refits=bootstrap or 0)
+                               refits=(bootstrap or 0) if heldout_refits is None else heldout_refits)
 
     columns = dict(law.columns)
     return {
@@ -183,12 +186,15 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.heldout_refits is not None and args.heldout_refits < 0:
+        raise InputError(f"--heldout-refits must be 0 or more, got {args.heldout_refits}")
 
     frame = load_table(args.data)
     result = fit_table(
         frame, args.law, n_col=args.n_col, d_col=args.d_col, s_col=args.s_col, loss_col=args.loss_col,
         scale_col=args.scale_col, query=args.query, drop_highest_loss=args.drop_highest_loss,
-        min_n=args.min_n, bootstrap=args.bootstrap, kfold=args.kfold, seed=args.seed,
+        min_n=args.min_n, bootstrap=args.bootstrap, heldout_refits=args.heldout_refits, kfold=args.kfold,
+        seed=args.seed,
         ci_level=args.ci_level, compute=args.compute, n_refine=args.n_refine, starts=args.starts,
         workers=args.workers or len(os.sched_getaffinity(0)))
     result = _finite_or_null({"data": str(args.data), **result})
