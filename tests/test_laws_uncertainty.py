@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -69,15 +71,7 @@ def test_heldout_errors_are_sane():
     assert wrong["mae"] > kf["mae"]
 
 
-def _loso(law, frame, **kw):
-    return leave_one_scale_out(law, frame, **kw)
-
-
-def _kfold(law, frame, **kw):
-    return kfold(law, frame, k=4, **kw)
-
-
-@pytest.mark.parametrize("held_out", [_loso, _kfold])
+@pytest.mark.parametrize("held_out", [leave_one_scale_out, functools.partial(kfold, k=4)], ids=["loso", "kfold"])
 def test_held_out_refits_carry_the_held_out_fits_uncertainty(held_out):
     exact = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.0)
     law = AverageParamsLaw(n_refine=16)
