@@ -10,7 +10,7 @@ import pytest
 from sparsescale.laws.chinchilla import AverageParamsLaw, ChinchillaLaw
 from sparsescale.laws.sparsity import SparsityLaw
 from sparsescale.laws.synthetic import runs_table
-from sparsescale.laws.uncertainty import bootstrap, kfold, leave_one_scale_out, scale_groups
+from sparsescale.laws.uncertainty import _kfold_split, bootstrap, kfold, leave_one_scale_out, scale_groups
 
 CHIN_TRUE = {"E": 1.8, "A": 400.0, "B": 1000.0, "alpha": 0.34, "beta": 0.30}
 
@@ -102,8 +102,9 @@ def test_kfold_refit_i_predicts_each_fold_with_that_folds_refit_i():
     move together (one set of coefficients per refit), runs of different folds independently
     (each fold's fit resampled on its own)."""
     noisy = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.02)
-    held = kfold(AverageParamsLaw(n_refine=16), noisy, k=4, seed=3, refits=40)
-    folds = np.array_split(np.random.default_rng(3).permutation(len(noisy)), 4)  # kfold's seeded split
+    law = AverageParamsLaw(n_refine=16)
+    held = kfold(law, noisy, k=4, seed=3, refits=40)
+    folds = _kfold_split(law, noisy, 4, 3)["folds"]  # the rows of each fold
     fold_of = {noisy["run_id"].iloc[r]: j for j, rows in enumerate(folds) for r in rows}
     fold = np.array([fold_of[p["run_id"]] for p in held["predictions"]])
     shift = np.array(held["refits"]["predicted"], dtype=float) - [p["predicted"] for p in held["predictions"]]

@@ -82,9 +82,8 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
               s_col: str = "sparsity", loss_col: str = "final_val_loss", scale_col: str | None = "scale",
               query: str | None = None, drop_highest_loss: int = 0, min_n: float | None = None,
               bootstrap: int = 100, heldout_refits: int | None = None, kfold: int = 5, seed: int = 0,
-              ci_level: float = 0.95,
-              compute: list[float] | None = None, n_refine: int | None = 256, starts: int = 25,
-              workers: int = 1) -> dict:
+              ci_level: float = 0.95, compute: list[float] | None = None, n_refine: int | None = 256,
+              starts: int = 25, workers: int = 1) -> dict:
     """Everything ``sparsescale fit`` does, on a DataFrame; returns the JSON-ready dict."""
     import numpy as np
 
