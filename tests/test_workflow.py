@@ -120,6 +120,7 @@ class TestTinyProfileEndToEnd:
         manifest = json.loads((results / "MANIFEST.json").read_text())
         rules = {entry["rule"] for entry in manifest["files"]}
         assert {"corpus", "tokenizer", "shards", "train", "aggregate", "fit_laws", "notebook", "report"} <= rules
+        assert "unknown" not in rules, [e["path"] for e in manifest["files"] if e["rule"] == "unknown"][:5]
         assert all(not entry["path"].startswith("/") for entry in manifest["files"])
 
     def test_every_train_fit_and_notebook_job_left_a_benchmark(self, done):

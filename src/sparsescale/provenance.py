@@ -11,7 +11,14 @@ from sparsescale.io import get_logger, sha256_file, write_json
 
 log = get_logger("sparsescale.provenance")
 
-# Which rule writes which outputs (workflow/rules/*.smk); the first match wins.
+# The folder (or file stem) each rule's log and benchmark take under results/logs and
+# results/benchmarks (workflow/rules/*.smk), and the rule.
+_RULE_OF_STAGE = {
+    "corpus": "corpus", "tokenizer": "tokenizer", "shards": "shards", "train": "train",
+    "aggregate": "aggregate", "fit": "fit_laws", "notebook": "notebook", "report": "report",
+    "manifest": "manifest",
+}
+# Which rule writes which outputs; the first match wins.
 RULE_OF_OUTPUT = (
     ("data/*/text/*", "corpus"),
     ("data/*/tokenizer.json", "tokenizer"),
@@ -22,10 +29,15 @@ RULE_OF_OUTPUT = (
     ("notebooks/*", "notebook"),
     ("report.html", "report"),
     ("SUMMARY.md", "report"),
-    ("logs/*", "log"),
+) + tuple(
+    (f"{kind}/{stage}{tail}", rule)
+    for kind in ("logs", "benchmarks")
+    for stage, rule in _RULE_OF_STAGE.items()
+    for tail in ("/*", ".log", ".tsv")
 )
-# Resume points and temporary models are not study outputs.
-NOT_OUTPUTS = ("*/checkpoint.pt", "*/model.pt", "*.tmp", "MANIFEST.json", "README.md")
+# Resume points, temporary models and the compile cache (shared by all training jobs and
+# rebuilt on demand) are not study outputs.
+NOT_OUTPUTS = ("*/checkpoint.pt", "*/model.pt", "*.tmp", "MANIFEST.json", "README.md", "cache/*")
 
 
 def git_state(repo: str | Path = ".") -> dict:
