@@ -31,9 +31,9 @@ RULE_OF_OUTPUT = (
     ("SUMMARY.md", "report"),
 ) + tuple(
     (f"{kind}/{stage}{tail}", rule)
-    for kind in ("logs", "benchmarks")
+    for kind, tails in (("logs", ("/*", ".log")), ("benchmarks", ("/*",)))
     for stage, rule in _RULE_OF_STAGE.items()
-    for tail in ("/*", ".log", ".tsv")
+    for tail in tails
 )
 # Resume points, temporary models and the compile cache (shared by all training jobs and
 # rebuilt on demand) are not study outputs.
