@@ -15,7 +15,7 @@
    points and on a 48-run sparsity-law table, with its default workers (every CPU) and with
    ``--workers 1``. Target: under 10 s on 2 cores. Where the time went before (240 points,
    2 cores, one process): the full fit 1.4 s, 100 warm bootstrap refits 1.9 s, the six
-   held-out full fits 8 s (each refined 256 starts; now about 64), imports 1.5 s.
+   held-out full fits 8 s (each refined 256 starts; now about 96), imports 1.5 s.
 """
 
 from __future__ import annotations

@@ -115,6 +115,28 @@ def test_grid_beats_single_start_with_local_minima(seed):
     assert grid_fit.fit_loss <= wider.fit_loss * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("step, refined", [
+    (1e-7, 96),  # L-BFGS scatter in a flat valley: not an improvement, stop after two batches
+    (1e-4, 256),  # real progress every batch: refine up to n_refine
+])
+def test_refining_stops_when_batches_only_improve_within_the_optimiser_scatter(monkeypatch, step, refined):
+    # each batch of 32 L-BFGS runs ends a relative ``step`` below the batch before, as when the
+    # starts end at different points of a valley the data leave flat (E -> 0 with beta -> 7 on
+    # a held-out refit of the tiny study's runs refined 224 starts)
+    from sparsescale.laws import chinchilla
+
+    calls = []
+
+    def scripted_lbfgs(theta0, *args, **kwargs):
+        calls.append(theta0)
+        return np.asarray(theta0, dtype=float), (1 - step) ** ((len(calls) - 1) // 32)
+
+    monkeypatch.setattr(chinchilla, "lbfgs", scripted_lbfgs)
+    law = ChinchillaLaw(refine_batch=32, refine_patience=2, n_refine=256).fit(chinchilla_points(20, seed=0))
+    assert law.winning_start["refined_starts"] == len(calls) == refined
+    assert law.fit_loss == pytest.approx((1 - step) ** (refined // 32 - 1), rel=1e-12)
+
+
 def test_derived_compute_optimal_matches_formula():
     law = ChinchillaLaw().set_params(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
     co = law.compute_optimal([1e21, 1e23])
