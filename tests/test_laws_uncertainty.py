@@ -43,6 +43,28 @@ def test_bootstrap_is_seeded_sets_ci_and_derived():
     assert (table["ci_low"] <= table["ci_high"]).all()
 
 
+@pytest.mark.parametrize("law_class", [ChinchillaLaw, SparsityLaw])
+def test_a_warm_refit_runs_each_distinct_start_once(monkeypatch, law_class):
+    # the fit's best refined end is its optimum: started twice, L-BFGS would repeat itself
+    import scipy.optimize
+
+    frame = runs_table("sparsity" if law_class is SparsityLaw else "chinchilla", seed=2)
+    law = (SparsityLaw(n_starts=6) if law_class is SparsityLaw else ChinchillaLaw(n_refine=32)).fit(frame)
+    assert np.array_equal(law._top_thetas[0], law.theta_)
+    starts = []
+    minimize = scipy.optimize.minimize
+
+    def recording(fun, x0, *args, **kwargs):
+        starts.append(tuple(np.asarray(x0, dtype=float)))
+        return minimize(fun, x0, *args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", recording)
+    refit = law.clone().refit_warm(frame.sample(frac=1.0, replace=True, random_state=0), law)
+    distinct = {tuple(law.theta_)} | {tuple(t) for t in law._top_thetas[: law.warm_starts]}
+    assert sorted(starts) == sorted(distinct) and len(starts) == len(set(starts))
+    assert refit.status["usable"]
+
+
 def test_sparsity_bootstrap_runs():
     frame = runs_table("sparsity", seed=1)
     law = SparsityLaw(n_starts=10).fit(frame)

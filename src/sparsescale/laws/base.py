@@ -226,6 +226,19 @@ class Law:
         self.status = self._assess(arrays)
         return self
 
+    def _warm_starts(self, warm: "Law") -> np.ndarray:
+        """Where a warm refit starts: ``warm``'s optimum, then the ends of up to
+        ``self.warm_starts`` of its best refined starts, each once. The best of those ends is
+        the optimum itself, and L-BFGS from a repeated start only repeats its result."""
+        candidates = [warm.theta_]
+        if getattr(warm, "_top_thetas", None) is not None:
+            candidates += list(warm._top_thetas[: self.warm_starts])
+        starts: list[np.ndarray] = []
+        for theta in candidates:
+            if not any(np.array_equal(theta, seen) for seen in starts):
+                starts.append(theta)
+        return np.array(starts)
+
     def _assess(self, arrays: dict[str, np.ndarray]) -> dict:
         """``{"usable", "reasons", "at_bounds"}`` of the fitted optimum: unusable when the
         objective or a prediction at the fitted points is not finite, or when a shape

@@ -148,9 +148,7 @@ class ChinchillaLaw(Law):
             return (f if np.all(np.isfinite(th)) and math.isfinite(f) else math.inf), th
 
         if warm is not None:
-            starts = [warm.theta_] + list(getattr(warm, "_top_thetas", None)[: self.warm_starts]
-                                          if getattr(warm, "_top_thetas", None) is not None else [])
-            starts = np.array(starts)
+            starts = self._warm_starts(warm)
             start_idx = np.full(len(starts), -1)
             screened = None
             results = [refine(th0) for th0 in starts]

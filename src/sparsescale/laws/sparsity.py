@@ -132,7 +132,7 @@ class SparsityLaw(Law):
         log_l = np.log(arrays["L"])
         delta = self.huber_delta
         if warm is not None:
-            starts = np.vstack([warm.theta_[None, :], warm._top_thetas[: self.warm_starts]])
+            starts = self._warm_starts(warm)
         else:
             rng = np.random.default_rng(self.seed)
             starts = self.random_starts(self.n_starts, float(arrays["L"].min()), rng)
