@@ -11,7 +11,8 @@
    ``single_start_*`` lines show why the grid matters: L-BFGS from single random grid
    starts often stops in a local minimum.
 2. The whole default ``sparsescale fit`` command, as a user runs it (process start, fit,
-   100 bootstrap refits, leave-one-scale-out and 5-fold refits, JSON): on 240 Chinchilla
+   100 bootstrap refits, the leave-one-scale-out and 5-fold fits, JSON; the held-out fits'
+   own refits are off by default, and 100 of each would triple the time): on 240 Chinchilla
    points and on a 48-run sparsity-law table, with its default workers (every CPU) and with
    ``--workers 1``. Target: under 10 s on 2 cores. Where the time went before (240 points,
    2 cores, one process): the full fit 1.4 s, 100 warm bootstrap refits 1.9 s, the six

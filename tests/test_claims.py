@@ -151,7 +151,7 @@ def _study(law: str) -> tuple[pd.DataFrame, dict]:
     query = "corpus == 'c'"
     # the refits of the dense law and of the held-out fits go into every analysis's interval:
     # 40 is the fewest that decide
-    options = {"bootstrap": 40, "n_refine": 32}
+    options = {"bootstrap": 40, "heldout_refits": 40, "n_refine": 32}
     return runs, {"dense_only": fit_table(runs, "chinchilla", query="method == 'dense'", kfold=0, **options),
                   "average_params": fit_table(runs, "average-params", query=query, kfold=4, **options),
                   "final_params": fit_table(runs, "chinchilla", query=query, kfold=4, **options)}

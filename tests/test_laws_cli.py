@@ -36,7 +36,7 @@ def test_fit_average_params_csv(tmp_path):
     frame.to_csv(data, index=False)
     out = tmp_path / "fits" / "avg.json"
     rc = run(["fit", "--law", "average-params", "--data", str(data), "--out", str(out),
-              "--bootstrap", "10", "--kfold", "3", "--seed", "1", "--n-refine", "16",
+              "--bootstrap", "10", "--heldout-refits", "10", "--kfold", "3", "--seed", "1", "--n-refine", "16",
               "--drop-highest-loss", "1", "--min-n", "3e6"])
     assert rc == 0
     fit = json.loads(out.read_text())
@@ -51,7 +51,7 @@ def test_fit_average_params_csv(tmp_path):
     assert fit["heldout"]["kfold"]["k"] == 3 and fit["heldout"]["kfold"]["mae"] > 0
     loso = fit["heldout"]["leave_one_scale_out"]
     assert loso["held_out_scale"] == "s4"
-    # --bootstrap also refits the held-out fits: each refit's predictions for the held-out runs
+    # --heldout-refits refits the held-out fits: each refit's predictions for the held-out runs
     for held in (loso, fit["heldout"]["kfold"]):
         assert held["refits"]["n_boot"] == 10 and len(held["refits"]["predicted"]) == 10
         assert all(p is None or len(p) == len(held["predictions"]) for p in held["refits"]["predicted"])
@@ -90,9 +90,9 @@ def test_fit_sparsity(tmp_path):
     frame.to_csv(data, index=False)
     out = tmp_path / "sp.json"
     run(["fit", "--law", "sparsity", "--data", str(data), "--out", str(out), "--bootstrap", "5",
-         "--kfold", "3", "--starts", "10", "--heldout-refits", "0"])
+         "--kfold", "3", "--starts", "10"])
     fit = json.loads(out.read_text())
-    # the fit's own refits, but none of its held-out fits (no claim reads them)
+    # the fit's own refits, but by default none of its held-out fits
     assert len(fit["bootstrap"]["samples"]) == 5 - fit["bootstrap"]["n_failed"]
     assert fit["heldout"]["kfold"]["predictions"] and not any("refits" in b for b in fit["heldout"].values())
     assert set(fit["params"]) == {"a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c"}

@@ -86,7 +86,7 @@ def test_fit_of_the_tiny_study_evaluates_without_warnings(law_name):
     """The data that broke it: fit, bootstrap, held-out refits and every derived quantity."""
     runs = pd.read_csv(TINY_SPARSITY_RUNS)
     with strict_floats():
-        fit = fit_table(runs, law_name, bootstrap=20, kfold=3)
+        fit = fit_table(runs, law_name, bootstrap=20, heldout_refits=20, kfold=3)
     assert all(math.isfinite(v) for v in fit["params"].values())
     if law_name == "sparsity":
         law = SparsityLaw().set_params(d_ref=fit["fit_procedure"]["d_ref"], **fit["params"])

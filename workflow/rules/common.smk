@@ -135,7 +135,8 @@ def fit_options(wildcards):
             "--drop-highest-loss": spec["drop_highest_loss"],
             "--min-n": spec.get("min_n"),
             "--bootstrap": spec["bootstrap"],
-            "--heldout-refits": spec.get("heldout_refits"),
+            # the config's default (the fit's bootstrap count), not the CLI's (none)
+            "--heldout-refits": spec.get("heldout_refits", spec["bootstrap"]),
             "--kfold": spec["kfold"],
             "--seed": spec["seed"],
         }
