@@ -17,9 +17,9 @@ with the lowest initial objective, best first, in batches of ``refine_batch`` (3
 ``REFINE_IMPROVEMENT`` (1e-6) relative, or ``n_refine`` (256) starts are done. On
 well-posed data the first batch already holds the optimum, so a fit refines 96 starts
 instead of 256 (``benchmarks/fit_speed.py`` checks the loss against L-BFGS from all 4500
-starts). ``refine_patience=None`` refines all
-``n_refine``; ``n_refine=None`` every start (the exhaustive, slow reference). The winning
-start and the fit loss (the sum of Huber losses, not divided by delta) are reported.
+starts). ``refine_patience=None`` refines all ``n_refine``; ``n_refine=None`` every start
+(the exhaustive, slow reference). The winning start and the fit loss (the sum of Huber
+losses, not divided by delta) are reported.
 
 The average-parameter law of paper A is this class fed N-bar (column ``n_avg``) instead of
 the final non-zero count: ``ChinchillaLaw(n_col="n_avg")`` or ``AverageParamsLaw()``.

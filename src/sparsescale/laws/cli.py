@@ -42,8 +42,9 @@ def add_commands(subparsers: Any) -> None:
                    help="drop runs whose N column is below N (reported under 'dropped')")
     p.add_argument("--bootstrap", type=int, default=100, metavar="B",
                    help="bootstrap resamples over runs, for the fit's intervals; 0: none (default: %(default)s)")
-    # off by default: B refits of each of the 1 + k held-out fits cost (1 + k) times the fit's
-    # own bootstrap (240 points, 5-fold: 23 s on 2 cores instead of 9); the workflow asks for them
+    # off by default: B refits of each of the 1 + k held-out fits cost 1 + k times the fit's own
+    # bootstrap (240 points, 5-fold: 23 s instead of 10 on a slow 2-core machine); the workflow
+    # asks for them
     p.add_argument("--heldout-refits", type=int, default=0, metavar="B",
                    help="bootstrap refits of each held-out fit (leave one scale out, every k-fold fold), "
                         "kept with its predictions for the held-out runs, for intervals on held-out errors "
