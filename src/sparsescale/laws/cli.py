@@ -48,7 +48,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--heldout-refits", type=int, default=0, metavar="B",
                    help="bootstrap refits of each held-out fit (leave one scale out, every k-fold fold), "
                         "kept with its predictions for the held-out runs, for intervals on held-out errors "
-                        "(the N-bar claim's need 40); 0: none (default: %(default)s)")
+                        "(the N-bar claim's held-out analyses need 40); 0: none (default: %(default)s)")
     p.add_argument("--kfold", type=int, default=5, metavar="K", help="k for k-fold held-out error, 0: skip (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for bootstrap, folds, random starts (default: 0)")
     p.add_argument("--ci-level", type=float, default=0.95, help="bootstrap interval level (default: 0.95)")
