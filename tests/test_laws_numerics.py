@@ -83,15 +83,28 @@ def test_chinchilla_law_is_finite_everywhere_in_its_box():
 
 @pytest.mark.parametrize("law_name", ["sparsity", "chinchilla"])
 def test_fit_of_the_tiny_study_evaluates_without_warnings(law_name):
-    """The data that broke it: fit, bootstrap, held-out refits and every derived quantity."""
+    """The data that broke it: fit, bootstrap, held-out refits and every derived quantity.
+    The refits run in two forked workers, which inherit ``strict_floats``; a warning there
+    fails the test as it would in one process."""
     runs = pd.read_csv(TINY_SPARSITY_RUNS)
     with strict_floats():
-        fit = fit_table(runs, law_name, bootstrap=20, heldout_refits=20, kfold=3)
+        fit = fit_table(runs, law_name, bootstrap=20, heldout_refits=20, kfold=3, workers=2)
     assert all(math.isfinite(v) for v in fit["params"].values())
     if law_name == "sparsity":
         law = SparsityLaw().set_params(d_ref=fit["fit_procedure"]["d_ref"], **fit["params"])
         with strict_floats():
             law.loss(np.linspace(0, 0.99, 50), 3e4, np.geomspace(1e4, 1e9, 50))
+
+
+def _exp(x: float) -> float:
+    return float(np.exp(np.float64(x)))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_overflow_in_a_refit_worker_fails_the_caller(workers):
+    """What lets the tests above run refits in forked workers: ``strict_floats`` holds there too."""
+    with strict_floats(), pytest.raises(FloatingPointError, match="overflow"):
+        uncertainty.run_tasks(_exp, [(1.0,), (1000.0,)], workers=workers)
 
 
 def test_a_fit_the_data_cannot_shape_is_reported_unusable():
