@@ -107,14 +107,14 @@ def test_held_out_refits_carry_the_held_out_fits_uncertainty(held_out):
     assert np.allclose(predicted, observed, rtol=1e-4)
     # noisy runs: the refits scatter the predictions, around the held-out fits' own
     noisy = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.02)
-    held = held_out(law, noisy, refits=40, seed=3)
+    held = held_out(law, noisy, refits=40, seed=3, workers=2)  # results do not depend on workers
     predicted = np.array(held["refits"]["predicted"], dtype=float)
     fitted = np.array([p["predicted"] for p in held["predictions"]])
     spread = predicted.std(axis=0)
     assert (spread > 1e-3 * fitted).all()
     assert (np.abs(np.median(predicted, axis=0) - fitted) < 2 * spread).all()
     # the resamples come from the seed (so two laws fitted on the same runs draw the same ones)
-    again = held_out(law, noisy, refits=40, seed=3)
+    again = held_out(law, noisy, refits=40, seed=3, workers=2)
     assert again["refits"]["predicted"] == held["refits"]["predicted"]
     assert "refits" not in held_out(law, noisy)
 
@@ -125,7 +125,7 @@ def test_kfold_refit_i_predicts_each_fold_with_that_folds_refit_i():
     (each fold's fit resampled on its own)."""
     noisy = runs_table("average-params", CHIN_TRUE, seed=5, noise=0.02)
     law = AverageParamsLaw(n_refine=16)
-    held = kfold(law, noisy, k=4, seed=3, refits=40)
+    held = kfold(law, noisy, k=4, seed=3, refits=40, workers=2)
     folds = _kfold_split(law, noisy, 4, 3)["folds"]  # the rows of each fold
     fold_of = {noisy["run_id"].iloc[r]: j for j, rows in enumerate(folds) for r in rows}
     fold = np.array([fold_of[p["run_id"]] for p in held["predictions"]])
