@@ -123,6 +123,21 @@ class TestTinyProfileEndToEnd:
         assert "unknown" not in rules, [e["path"] for e in manifest["files"] if e["rule"] == "unknown"][:5]
         assert all(not entry["path"].startswith("/") for entry in manifest["files"])
 
+    def test_no_job_log_carries_a_warning(self, done):
+        """A warning in a log is a bug (numpy's are errors already); this one was the notebook
+        kernel's plain-text TCP sockets, which notebook.py encrypts where pyzmq can."""
+        import zmq
+
+        logs = sorted((done / "results" / "logs").rglob("*.log"))
+        assert len(logs) > 60
+        warned = {
+            str(log.relative_to(done)): line
+            for log in logs
+            for line in log.read_text().splitlines()
+            if re.search(r"\bWARNING\b|\w*Warning: ", line) and (zmq.has("curve") or "without encryption" not in line)
+        }
+        assert not warned, warned
+
     def test_every_train_fit_and_notebook_job_left_a_benchmark(self, done):
         results = done / "results"
         runs = pd.read_csv(results / "aggregate" / "runs.csv")

@@ -96,6 +96,17 @@ def _failure_text(err: BaseException) -> str:
     return _ANSI.sub("", text)
 
 
+def _kernel_config():
+    """CurveZMQ encryption of the kernel's sockets wherever pyzmq has it and the kernelspec
+    declares it (``python3`` does): otherwise the kernel talks in plain text over local TCP
+    ports, which other users of a shared node can read, and ipykernel warns so in every
+    notebook log. jupyter_client refuses "auto" without CurveZMQ, hence the check."""
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+
+
 def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parameters: dict[str, Any] | None = None,
                  kernel: str = "python3", html: bool = True, timeout: int | None = None) -> Path:
     """Execute ``template`` into ``out_dir`` (replaced atomically); raise NotebookFailed on a cell error."""
@@ -121,7 +132,8 @@ def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parame
         log.info("executing %s -> %s", template, out_dir)
         try:
             pm.execute_notebook(str(template), str(executed), parameters=params, kernel_name=kernel,
-                                progress_bar=False, log_output=False, execution_timeout=timeout)
+                                progress_bar=False, log_output=False, execution_timeout=timeout,
+                                config=_kernel_config())
         except pm.PapermillExecutionError as err:
             raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}",
                                  _failure_text(err)) from err
