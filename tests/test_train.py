@@ -412,6 +412,26 @@ def test_gradient_accumulation_matches_one_batch(shards, tmp_path):
         run_training(spec, shards, tmp_path / "bad")
 
 
+def test_curve_evaluation_runs_in_micro_batches(shards, tmp_path, monkeypatch):
+    """A batch too large for the device in training is too large in evaluation: on the paper
+    profile's 58M model, 200 curve windows of 2048 tokens in one batch peaked at 122 GiB of an
+    H200 (out of memory on an 80 GB H100), in micro-batches of 16 at 9.8 GiB."""
+    from sparsescale import train
+
+    rows = []
+    real = train.evaluate
+
+    def spy(model, xs, ys, batch_size, device):
+        rows.append(batch_size)
+        return real(model, xs, ys, batch_size, device)
+
+    monkeypatch.setattr(train, "evaluate", spy)
+    spec = make_spec("global", tokens=40 * 256, every=5, eval_every=20)
+    spec["training"]["micro_batch_size"] = 2
+    run_training(spec, shards, tmp_path)
+    assert rows == [2, 2]  # at step 20 and at the end (batch_size is 8)
+
+
 @pytest.mark.parametrize("micro_batch_size", [None, 2])
 def test_ddp_under_torchrun_on_cpu_matches_one_process(shards, tmp_path, micro_batch_size):
     """Two gloo ranks split each batch (and accumulate micro-batches without syncing until the
