@@ -293,21 +293,26 @@ def _cli(spec: dict, shards: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "sparsescale.train_cli", "--spec", json.dumps(spec), "--data", str(shards), "--out-dir", str(out)]
 
 
+def kill_at_first_checkpoint(cmd: list[str], out: Path, env: dict, timeout_s: float = 120) -> None:
+    """Start a training CLI and SIGKILL it as soon as its first checkpoint is on disk."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + timeout_s
+    while not (out / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_resume_after_sigkill_is_identical(shards, tmp_path):
     spec = make_spec("global", tokens=400 * 256, every=10, checkpoint_every=25, eval_every=100)
     ref = run_training(copy.deepcopy(spec), shards, tmp_path / "ref")
 
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_cli(spec, shards, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at_first_checkpoint(_cli(spec, shards, out), out, env)
     assert not (out / "metrics.json").exists()
 
     done = subprocess.run(_cli(spec, shards, out), env=env, capture_output=True, text=True)

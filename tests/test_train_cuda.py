@@ -12,14 +12,12 @@ import copy
 import json
 import math
 import os
-import signal
 import subprocess
-import time
 
 import pandas as pd
 import pytest
 import torch
-from test_train import VOCAB, _cli, make_spec, write_shards
+from test_train import VOCAB, _cli, kill_at_first_checkpoint, make_spec, write_shards
 
 from sparsescale.hardware import peak_flops
 from sparsescale.train import run_training
@@ -65,15 +63,7 @@ def test_resume_after_sigkill_on_cuda_is_identical(shards, tmp_path):
     ref = run_training(copy.deepcopy(spec), shards, tmp_path / "ref")
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(spec, shards, out), env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not (out / "checkpoint.pt").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.001)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(_cli(spec, shards, out), out, os.environ.copy(), timeout_s=300)
     assert not (out / "metrics.json").exists()
 
     done = subprocess.run(_cli(spec, shards, out), env=os.environ.copy(), capture_output=True, text=True)
