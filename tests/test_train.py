@@ -420,7 +420,7 @@ def test_gradient_accumulation_matches_one_batch(shards, tmp_path):
 def test_curve_evaluation_runs_in_micro_batches(shards, tmp_path, monkeypatch):
     """A batch too large for the device in training is too large in evaluation: on the paper
     profile's 58M model, 200 curve windows of 2048 tokens in one batch peaked at 122 GiB of an
-    H200 (out of memory on an 80 GB H100), in micro-batches of 16 at 9.8 GiB."""
+    H200 (more than an 80 GB H100 holds), in micro-batches of 16 at 9.8 GiB."""
     from sparsescale import train
 
     rows = []
