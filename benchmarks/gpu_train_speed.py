@@ -9,15 +9,14 @@ and stamps every step. Prints, all measured in this one run:
 
 - ``tokens_per_s_{size}``: steady-state training tokens/s, the median over the steps after
   the first two;
-- ``mfu_{size}``: that rate times the dense model's FLOPs per token
-  (``sparsescale.model.flops_per_token``) over the GPU's datasheet bf16 peak
-  (``sparsescale.hardware``), as every run's ``metrics.json`` reports it;
+- ``mfu_{size}``: that rate times the dense model's FLOPs per token over the GPU's datasheet
+  bf16 peak, both from the run's ``metrics.json`` (``model_flops_per_token``, ``peak_flops``);
 - ``to_first_step_s_{size}``: from the call to the end of the first step (model build, data
   checks and compilation);
 - ``compiled_vs_eager_{size}``: steady-state step time eager over compiled (> 1: compile
   pays), not with ``--quick``.
 
-``--quick``: the smallest model, 6 steps (under a minute on an H100 once CUDA is up). The
+``--quick``: the smallest model, 6 steps (38-44 s on an H200). The
 planner's default MFU (``sparsescale plan``, 0.4) is a guess where no run has measured one;
 these lines are what to give it (``--mfu``) for this GPU.
 """
@@ -36,8 +35,8 @@ import torch
 import yaml
 
 from sparsescale.data.shards import write_token_dir
-from sparsescale.hardware import mfu, peak_flops
-from sparsescale.model import ModelConfig, count_params, flops_per_token
+from sparsescale.hardware import mfu
+from sparsescale.model import ModelConfig, count_params
 from sparsescale.train import run_training
 
 
@@ -92,9 +91,8 @@ def main() -> int:
                                  "log_every": 10**9, "final_eval_tokens": seq_len * 16}}
             step_s, first_s, metrics = steady_step_s(spec, shards, tmp / f"{name}-compiled")
             rate = tokens_per_step / step_s
-            flops = flops_per_token(ModelConfig(vocab_size=args.vocab, max_seq_len=seq_len, **models[name]), seq_len)
             print(f"tokens_per_s_{name}: {rate:.0f}")
-            print(f"mfu_{name}: {mfu(rate * flops, peak_flops(metrics['device'])) or float('nan'):.3f}")
+            print(f"mfu_{name}: {mfu(rate * metrics['model_flops_per_token'], metrics['peak_flops']) or float('nan'):.3f}")
             print(f"to_first_step_s_{name}: {first_s:.1f}")
             if spec["training"].get("compile") and not args.quick:
                 spec["training"]["compile"] = False
