@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import zmq
 
 import notebook_fixtures as nf
 
@@ -174,18 +175,23 @@ def _notebook_cli(argv):
     return args.func(args)
 
 
-def test_failing_cell_leaves_nothing_and_reports_traceback(tmp_path, capsys):
+def _template(path: Path, *cells: str) -> Path:
+    """A papermill-ready template at ``path``: a parameters cell, then ``cells``."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
     params = new_code_cell("runs_csv = ''\nfigures_dir = 'figures'\ntables_dir = 'tables'")
     params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell("x = 1"),
-                             new_code_cell("def inner():\n    raise ValueError('boom-marker-42')\ninner()")])
+    nb = new_notebook(cells=[params, *map(new_code_cell, cells)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    template = tmp_path / "broken.ipynb"
-    nbformat.write(nb, template)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_failing_cell_leaves_nothing_and_reports_traceback(tmp_path, capsys):
+    template = _template(tmp_path / "broken.ipynb", "x = 1",
+                         "def inner():\n    raise ValueError('boom-marker-42')\ninner()")
     results = tmp_path / "results"
     rc = _notebook_cli(["notebook", "--template", str(template), "--out-dir", str(results / "broken"),
                         "-p", "runs_csv", "x.csv"])
@@ -195,6 +201,47 @@ def test_failing_cell_leaves_nothing_and_reports_traceback(tmp_path, capsys):
     assert "\x1b[" not in err
     assert not (results / "broken").exists()
     assert list(results.iterdir()) == []
+
+
+@pytest.mark.skipif(not zmq.has("ipc"), reason="this platform's zmq has no ipc transport (Windows)")
+def test_kernel_talks_over_owner_only_unix_sockets_without_tcp_ports(tmp_path, monkeypatch):
+    """The CI failure this prevents: jupyter_client chose free TCP ports in this process and
+    released them; another process took one before the kernel bound it ("Address already in
+    use", then "Kernel didn't respond in 60 seconds"). Any TCP port chosen here now fails."""
+    import types
+
+    import jupyter_client.connect
+    import nbformat
+
+    from sparsescale.notebook import run_notebook
+
+    def no_tcp(*args, **kwargs):
+        raise OSError("test: a TCP port was chosen for the kernel")
+
+    monkeypatch.setattr(jupyter_client.connect, "socket", types.SimpleNamespace(socket=no_tcp))
+    probe = _template(tmp_path / "probe.ipynb", (
+        "import os, stat\nfrom ipykernel.kernelapp import IPKernelApp\napp = IPKernelApp.instance()\n"
+        "folder = os.path.dirname(app.ip)\n"
+        "print(app.transport, folder, oct(stat.S_IMODE(os.stat(folder).st_mode)), len(os.listdir(folder)))"))
+    out = run_notebook(probe, tmp_path / "results" / "probe", html=False)
+    transport, folder, mode, sockets = nbformat.read(out / "probe.ipynb", as_version=4).cells[-1].outputs[0].text.split()
+    assert (transport, mode, sockets) == ("ipc", "0o700", "5")
+    assert not Path(folder).exists()  # removed once the notebook has run
+
+
+def test_kernel_falls_back_to_encrypted_tcp_where_a_socket_path_would_be_too_long(tmp_path, monkeypatch):
+    import tempfile
+
+    from sparsescale.notebook import _kernel_config
+
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with _kernel_config() as config:
+        settings = dict(config.KernelManager)
+    assert "transport" not in settings and "ip" not in settings
+    assert settings.get("transport_encryption") == ("auto" if zmq.has("curve") else None)
+    assert list(deep.iterdir()) == []
 
 
 def test_parse_parameters_yaml():

@@ -13,6 +13,7 @@ the temporary folder and exits 1: nothing is left that Snakemake could take as d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -96,15 +97,31 @@ def _failure_text(err: BaseException) -> str:
     return _ANSI.sub("", text)
 
 
+# A unix socket path holds 104 bytes on macOS (108 on Linux) with its NUL; the kernel appends "-1".."-5".
+_SOCKET_PREFIX_MAX = 101
+
+
+@contextlib.contextmanager
 def _kernel_config():
-    """CurveZMQ encryption of the kernel's sockets wherever pyzmq has it and the kernelspec
-    declares it (``python3`` does): otherwise the kernel talks in plain text over local TCP
-    ports, which other users of a shared node can read, and ipykernel warns so in every
-    notebook log. jupyter_client refuses "auto" without CurveZMQ, hence the check."""
+    """Where the platform has them, the kernel's sockets are unix sockets in a fresh owner-only
+    folder (zmq's ipc transport): no other user can reach them, and no TCP port is involved.
+    Over TCP, jupyter_client picks free ports, releases them and the kernel binds them a moment
+    later, so a concurrent process can take one in between and the kernel never starts
+    ("Address already in use", nteract/papermill#511). Where ipc is missing (Windows) or the
+    temporary folder's path is too long for a socket, the TCP sockets are CurveZMQ-encrypted
+    if pyzmq has it, so ipykernel need not warn of plain text in every notebook log
+    (jupyter_client refuses "auto" without CurveZMQ, hence the check)."""
     import zmq
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+    with tempfile.TemporaryDirectory(prefix="sparsescale-kernel-") as folder:
+        prefix = os.path.join(folder, "kernel")
+        if zmq.has("ipc") and len(os.fsencode(prefix)) <= _SOCKET_PREFIX_MAX:
+            yield Config({"KernelManager": {"transport": "ipc", "ip": prefix}})
+        elif zmq.has("curve"):
+            yield Config({"KernelManager": {"transport_encryption": "auto"}})
+        else:
+            yield Config()
 
 
 def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parameters: dict[str, Any] | None = None,
@@ -131,9 +148,10 @@ def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parame
         executed = tmp / f"{name}.ipynb"
         log.info("executing %s -> %s", template, out_dir)
         try:
-            pm.execute_notebook(str(template), str(executed), parameters=params, kernel_name=kernel,
-                                progress_bar=False, log_output=False, execution_timeout=timeout,
-                                config=_kernel_config())
+            with _kernel_config() as config:
+                pm.execute_notebook(str(template), str(executed), parameters=params, kernel_name=kernel,
+                                    progress_bar=False, log_output=False, execution_timeout=timeout,
+                                    config=config)
         except pm.PapermillExecutionError as err:
             raise NotebookFailed(f"{template}: cell {err.exec_count} failed: {err.ename}: {err.evalue}",
                                  _failure_text(err)) from err
