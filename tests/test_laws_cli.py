@@ -30,6 +30,24 @@ def test_import_is_light():
     assert out.split() == ["False", "False"]
 
 
+def test_fit_without_workers_where_there_is_no_affinity_mask(tmp_path, monkeypatch):
+    """macOS and Windows have no ``os.sched_getaffinity``: the default ``--workers`` falls back
+    to the CPU count, and the fit is the one a single worker gives."""
+    import os
+
+    frame = runs_table("average-params", CHIN_TRUE, seed=0)
+    data = tmp_path / "runs.csv"
+    frame.to_csv(data, index=False)
+    common = ["fit", "--law", "average-params", "--data", str(data), "--bootstrap", "4", "--kfold", "0",
+              "--n-refine", "8"]
+    assert run([*common, "--workers", "1", "--out", str(tmp_path / "one.json")]) == 0
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert run([*common, "--out", str(tmp_path / "default.json")]) == 0
+    one, default = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "default"))
+    assert default["params"] == one["params"] and default["ci"] == one["ci"]
+
+
 def test_fit_average_params_csv(tmp_path):
     frame = runs_table("average-params", CHIN_TRUE, seed=0)
     data = tmp_path / "runs.csv"

@@ -107,6 +107,27 @@ def test_an_overflow_in_a_refit_worker_fails_the_caller(workers):
         uncertainty.run_tasks(_exp, [(1.0,), (1000.0,)], workers=workers)
 
 
+def test_refit_workers_are_forked_processes_where_the_platform_can_fork(monkeypatch):
+    import multiprocessing
+    import os
+
+    assert set(uncertainty.run_tasks(os.getpid, [(), ()], workers=2)).isdisjoint({os.getpid()})
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # Windows
+    assert uncertainty.run_tasks(os.getpid, [(), ()], workers=2) == [os.getpid()] * 2
+
+
+def test_usable_cpus_without_an_affinity_mask(monkeypatch):
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        assert uncertainty.usable_cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert uncertainty.usable_cpus() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert uncertainty.usable_cpus() == 1
+
+
 def test_a_fit_the_data_cannot_shape_is_reported_unusable():
     runs = pd.read_csv(TINY_SPARSITY_RUNS)
     law = SparsityLaw().fit(runs)

@@ -183,9 +183,8 @@ def _procedure(law) -> dict:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    import os
-
     from sparsescale.io import InputError, get_logger, write_json
+    from sparsescale.laws import uncertainty
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
@@ -199,7 +198,7 @@ def run_fit(args: argparse.Namespace) -> int:
         min_n=args.min_n, bootstrap=args.bootstrap, heldout_refits=args.heldout_refits, kfold=args.kfold,
         seed=args.seed,
         ci_level=args.ci_level, compute=args.compute, n_refine=args.n_refine, starts=args.starts,
-        workers=args.workers or len(os.sched_getaffinity(0)))
+        workers=args.workers or uncertainty.usable_cpus())
     result = _finite_or_null({"data": str(args.data), **result})
     write_json(args.out, result)
     get_logger("sparsescale.fit").info("wrote %s (params %s)", args.out,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
@@ -38,9 +39,17 @@ log = get_logger("sparsescale.fit")
 PROGRESS_EVERY_S = 3.0
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask where the platform has one (Linux, so
+    a SLURM allocation or ``taskset`` counts), else the machine's count (macOS, Windows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_tasks(fn: Callable, tasks: list, workers: int = 1, label: str = "refits") -> list:
-    """``[fn(*task) for task in tasks]``, in ``workers`` processes when > 1, in task order,
-    logging progress every few seconds."""
+    """``[fn(*task) for task in tasks]``, in ``workers`` processes when > 1 and the platform
+    can fork (not Windows), in task order, logging progress every few seconds."""
     started = last = time.perf_counter()
     results: list = [None] * len(tasks)
 
@@ -51,7 +60,7 @@ def run_tasks(fn: Callable, tasks: list, workers: int = 1, label: str = "refits"
             log.info("%s: %d/%d done (%.0f s)", label, done, len(tasks), now - started)
             last = now
 
-    if workers <= 1 or len(tasks) <= 1:
+    if workers <= 1 or len(tasks) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for i, task in enumerate(tasks):
             results[i] = fn(*task)
             progress(i + 1)
