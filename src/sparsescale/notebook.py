@@ -104,7 +104,8 @@ _SOCKET_PREFIX_MAX = 101
 @contextlib.contextmanager
 def _kernel_config():
     """Where the platform has them, the kernel's sockets are unix sockets in a fresh owner-only
-    folder (zmq's ipc transport): no other user can reach them, and no TCP port is involved.
+    folder (zmq's ipc transport), beside its connection file: no other user can reach them, no
+    TCP port is involved, and nothing is written to Jupyter's runtime folder under $HOME.
     Over TCP, jupyter_client picks free ports, releases them and the kernel binds them a moment
     later, so a concurrent process can take one in between and the kernel never starts
     ("Address already in use", nteract/papermill#511). Where ipc is missing (Windows) or the
@@ -117,7 +118,8 @@ def _kernel_config():
     with tempfile.TemporaryDirectory(prefix="sparsescale-kernel-") as folder:
         prefix = os.path.join(folder, "kernel")
         if zmq.has("ipc") and len(os.fsencode(prefix)) <= _SOCKET_PREFIX_MAX:
-            yield Config({"KernelManager": {"transport": "ipc", "ip": prefix}})
+            yield Config({"KernelManager": {"transport": "ipc", "ip": prefix,
+                                            "connection_file": os.path.join(folder, "kernel.json")}})
         elif zmq.has("curve"):
             yield Config({"KernelManager": {"transport_encryption": "auto"}})
         else:
