@@ -30,3 +30,6 @@ rule all:
         "results/report.html",
         "results/SUMMARY.md",
         "results/MANIFEST.json",
+        # the seeds a more_seeds step added, a target of its own: Snakemake would not run the
+        # checkpoint for an aggregate that is already up to date with the grids' runs
+        rules.more_seeds.output if MORE_SEED_GROUPS else [],

@@ -70,12 +70,17 @@ def test_within_the_margin_is_reproduced_by_both_analyses():
     assert claim.verdict == C.REPRODUCED
 
 
+def _paired_table(per_seed: dict) -> pd.DataFrame:
+    """One group's runs from {window: [loss of seed 0, seed 1, ...]}."""
+    return pd.DataFrame([{"corpus": "c", "budget": "b", "scale": "s1", "target_sparsity": 0.5, "method": "global",
+                          "shape": "geometric", "start": st, "end": en, "seed": seed, "final_val_loss": loss}
+                         for (st, en), losses in per_seed.items() for seed, loss in enumerate(losses)])
+
+
 def test_a_gap_the_seeds_disagree_on_is_underpowered_with_its_numbers():
     """Beyond the margin on average, but the seeds disagree (gaps 0.00 and 0.06)."""
     per_seed = {(0.0, 0.75): [5.00, 5.00], (0.25, 0.75): [5.00, 5.06], (0.5, 0.75): [5.05, 5.05]}
-    runs = pd.DataFrame([{"corpus": "c", "budget": "b", "scale": "s1", "target_sparsity": 0.5, "method": "global",
-                          "shape": "geometric", "start": st, "end": en, "seed": seed, "final_val_loss": loss}
-                         for (st, en), losses in per_seed.items() for seed, loss in enumerate(losses)])
+    runs = _paired_table(per_seed)
     claim = C.when_to_prune(runs, margin=0.002)
     row = claim.detail.iloc[0]
     assert row["gap"] == pytest.approx(0.03) and row["gap_halfwidth"] > row["margin_abs"]
@@ -87,9 +92,7 @@ def test_the_paired_interval_is_the_pairs_own_t_interval():
     """Per-seed gaps 0.02, 0.03, 0.04 to the best: s.e. 0.01/sqrt(3), 95% half-width t(2) x s.e.
     A third schedule whose per-seed differences scatter wildly does not widen it."""
     per_seed = {(0.0, 0.75): [5.00, 5.10, 4.90], (0.25, 0.75): [5.02, 5.13, 4.94], (0.0, 1.0): [5.3, 5.0, 5.6]}
-    runs = pd.DataFrame([{"corpus": "c", "budget": "b", "scale": "s1", "target_sparsity": 0.5, "method": "global",
-                          "shape": "geometric", "start": st, "end": en, "seed": seed, "final_val_loss": loss}
-                         for (st, en), losses in per_seed.items() for seed, loss in enumerate(losses)])
+    runs = _paired_table(per_seed)
     row = C.when_to_prune(runs, margin=0.001).detail.iloc[0]
     assert row["gap"] == pytest.approx(0.03)
     assert row["gap_se"] == pytest.approx(0.01 / np.sqrt(3))
@@ -129,6 +132,33 @@ def test_the_bootstrap_keeps_seeds_paired():
     true = dict(zip(WINDOWS, [5.00, 5.03, 5.05, 5.08]))
     row = C.when_to_prune(grid_runs(true, seeds=5, seed_sd=0.5, pair_sd=0.0), margin=0.002).detail.iloc[0]
     assert row["boot_low"] == pytest.approx(0.03) and row["boot_high"] == pytest.approx(0.03)
+
+
+def test_the_seeds_a_group_needs_for_a_third_of_the_margin():
+    """Per-seed gaps 0.02, 0.03, 0.04 (scatter 0.01), best loss 5.0, margin 0.1%: 0.005 nats.
+    An s.e. of a third of it, 0.00167, needs (0.01 / 0.00167)^2 = 36 seeds."""
+    per_seed = {(0.0, 0.75): [5.00, 5.10, 4.90], (0.25, 0.75): [5.02, 5.13, 4.94], (0.0, 1.0): [5.3, 5.0, 5.6]}
+    row = C.when_to_prune_seeds(_paired_table(per_seed), margin=0.001).iloc[0]
+    assert row["seeds"] == 3 and row["scatter"] == pytest.approx(0.01)
+    assert row["target_se"] == pytest.approx(0.005 / 3)
+    assert row["seeds_needed"] == 36
+
+
+def test_the_seeds_needed_read_the_scatter_never_the_gap():
+    """Moving 25%->75% further from the best changes the gap, not the count; doubling the
+    scatter of its per-seed differences quadruples it; a precise group keeps its own seeds."""
+    base = {(0.0, 0.75): [5.00, 5.10, 4.90], (0.25, 0.75): [5.02, 5.13, 4.94]}
+    further = {**base, (0.25, 0.75): [loss + 0.2 for loss in base[(0.25, 0.75)]]}
+    wider = {**base, (0.25, 0.75): [5.00 + 0.04, 5.10 + 0.06, 4.90 + 0.08]}
+    precise = {**base, (0.25, 0.75): [5.03, 5.13, 4.93]}
+    needed = [C.when_to_prune_seeds(_paired_table(t), margin=0.001).iloc[0]["seeds_needed"]
+              for t in (base, further, wider, precise)]
+    assert needed == [36, 36, 144, 3]
+
+
+def test_one_seed_cannot_size_a_group():
+    runs = grid_runs(dict(zip(WINDOWS, [5.00, 5.05, 5.02, 5.08])), seeds=1, seed_sd=0.0, pair_sd=0.0)
+    assert np.isnan(C.when_to_prune_seeds(runs).iloc[0]["seeds_needed"])
 
 
 # ---------------------------------------------------------------------------------------- N-bar law

@@ -53,6 +53,33 @@ def test_runs_are_the_union_of_experiments_without_repeats():
     assert runs[0].directory.startswith("results/runs/c/m1/b1/")
 
 
+def _with_more_seeds(**more) -> dict:
+    """MINIMAL's grid at seeds 0 and 1 (plus ``more``), and another experiment with seed 2 of one schedule."""
+    grid = dict(MINIMAL["experiments"][0], seeds=[0, 1], **more)
+    third = dict(grid, name="third-seed", schedules=["geo-s50-25to75"], seeds=[2])
+    third.pop("more_seeds", None)
+    return dict(copy.deepcopy(MINIMAL), experiments=[grid, third])
+
+
+def test_more_seeds_groups_name_their_schedules_and_candidate_seeds():
+    config = study.resolve(_with_more_seeds(more_seeds=[5, 6]))
+    groups = study.more_seed_groups(config)
+    assert [(g["final_sparsity"], len(g["schedules"]), g["seeds"]) for g in groups] == [(0.5, 10, [5, 6]),
+                                                                                       (0.8, 10, [5, 6])]
+    assert all(s.startswith("geo-s50-") for s in groups[0]["schedules"])
+    # sized from every run of those schedules, the other experiment's seed 2 too; no dense run
+    base = study.more_seed_base_runs(config)
+    assert len(base) == 20 * 2 + 1 and {r.seed for r in base} == {0, 1, 2}
+    assert "dense" not in {r.schedule for r in base}
+    assert study.more_seed_groups(study.resolve(_with_more_seeds())) == []
+    assert len(study.runs(config)) == len(study.runs(study.resolve(_with_more_seeds())))  # added later, not here
+
+
+def test_more_seeds_may_not_repeat_a_seed_of_the_experiment():
+    with pytest.raises(InputError, match=r"experiments\[0\] \(e\): more_seeds repeats seed\(s\) \[1\]"):
+        study.resolve(_with_more_seeds(more_seeds=[1, 5]))
+
+
 def test_defaults_fill_nested_tables():
     config = resolved()
     assert config["training"]["betas"] == [0.9, 0.95]

@@ -7,6 +7,8 @@ FILES = {
     "runs/stdlib/s1/tpp20/dense/seed0/metrics.json": "train",
     "logs/train/stdlib/s1/tpp20/dense/seed0.log": "train",
     "benchmarks/train/stdlib/s1/tpp20/dense/seed0.tsv": "train",
+    "design/more-seeds.json": "more_seeds",
+    "logs/more_seeds.log": "more_seeds",
     "logs/aggregate.log": "aggregate",
     "fits/average-params.json": "fit_laws",
     "logs/fit/average-params.log": "fit_laws",

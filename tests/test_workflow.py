@@ -215,6 +215,31 @@ class TestTinyProfileEndToEnd:
         assert jobs["train"] == stdlib_runs  # every run on that corpus, none on the synthetic one
 
 
+    def test_more_seeds_trains_the_runs_its_checkpoint_adds_and_aggregates_them(self, done, tmp_path):
+        """more_seeds on the tiny when-to-prune group of two seeds, whose seed-1 25%->75% run is
+        made 0.05 nats worse: its scatter then needs more seeds than the one candidate, so the
+        checkpoint adds seed 2 of each of the group's 4 schedules; those are trained and
+        aggregated, and no other run is."""
+        changed = copy_workflow_with_results(done, tmp_path)
+        edit_yaml(changed / "config" / "tiny.yaml",
+                  lambda c: next(e for e in c["experiments"] if e["name"] == "tiny-second-seed").update(more_seeds=[2]))
+        worse = changed / "results" / "runs" / "stdlib" / "t1" / "k40" / "global-tiny-s50-25to75" / "seed1" / "metrics.json"
+        metrics = json.loads(worse.read_text())
+        worse.write_text(json.dumps({**metrics, "final_val_loss": metrics["final_val_loss"] + 0.05}))
+        jobs = dry_run_jobs(changed, "--profile", "profiles/tiny")
+        assert jobs["more_seeds"] == 1 and jobs["train"] == 0  # the added runs are not known yet
+
+        snakemake(changed, "--cores", "2", "--profile", "profiles/tiny", "results/aggregate/runs.csv")
+        design = json.loads((changed / "results" / "design" / "more-seeds.json").read_text())
+        [group] = design["groups"]
+        assert (group["scale"], group["budget"], group["seeds"]) == ("t1", "k40", 2)
+        assert group["seeds_needed"] > 3 and group["seeds_added"] == [2] and group["short_of_target"]
+        added = {f"{r['corpus']}/{r['scale']}/{r['budget']}/{r['schedule']}/seed{r['seed']}" for r in design["runs"]}
+        assert len(added) == 4 and all(run.endswith("/seed2") for run in added)
+        runs = pd.read_csv(changed / "results" / "aggregate" / "runs.csv")
+        assert set(runs["run_id"]) == set(pd.read_csv(done / "results" / "aggregate" / "runs.csv")["run_id"]) | added
+        assert dry_run_jobs(changed, "--profile", "profiles/tiny", "results/aggregate/runs.csv") == collections.Counter()
+
     def test_verdicts_are_computed_from_the_aggregated_results(self, done, tmp_path):
         """Change the runs table, the fits and the data manifest: every analysis they feed follows."""
         results = done / "results"

@@ -275,6 +275,32 @@ def when_to_prune(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25
     return claim
 
 
+# issue 13: the design makes the seed-paired gap's standard error at most a third of the margin
+PAIRED_SE_TARGET = 1 / 3
+
+
+def when_to_prune_seeds(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25, end: float = 0.75,
+                        se_fraction: float = PAIRED_SE_TARGET) -> pd.DataFrame:
+    """The seeds each when-to-prune group needs for its seed-paired gap's standard error to be
+    at most ``se_fraction`` of the margin: an internal pilot (Wittes & Brittain, 1990).
+
+    The scatter of the per-seed differences on the seeds run so far, ``s.e. x sqrt(seeds)``,
+    gives the count ``(scatter / target)**2``. Only that scatter is read, never the gap, so
+    adding seeds by this rule cannot steer the verdict toward either side of the margin.
+    A group with one seed has no scatter yet: its ``seeds_needed`` is NaN.
+    """
+    detail = when_to_prune(runs, margin, start, end).detail
+    columns = GROUP_KEYS + ["seeds", "gap_se", "scatter", "target_se", "seeds_needed"]
+    if detail.empty:
+        return pd.DataFrame(columns=columns)
+    table = detail[GROUP_KEYS + ["seeds", "gap_se"]].copy()
+    table["scatter"] = table["gap_se"] * np.sqrt(table["seeds"])
+    table["target_se"] = se_fraction * detail["margin_abs"]
+    needed = np.ceil((table["scatter"] / table["target_se"]) ** 2 - 1e-9)  # a ratio of exactly 1 needs no more
+    table["seeds_needed"] = np.maximum(needed, table["seeds"]).where(needed.notna())
+    return table[columns]
+
+
 # ---------------------------------------------------------------------------------------
 # Paper A: one law in N-bar for dense and sparse runs
 # ---------------------------------------------------------------------------------------

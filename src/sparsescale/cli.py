@@ -15,6 +15,7 @@ from sparsescale.io import InputError
 STAGE_MODULES = (
     "sparsescale.data.cli",
     "sparsescale.train_cli",
+    "sparsescale.more_seeds",
     "sparsescale.aggregate",
     "sparsescale.laws.cli",
     "sparsescale.plan_cli",

@@ -118,6 +118,10 @@ def check(config: dict) -> None:
                 f"experiments: schedules entry '{name}' is neither a family under 'schedules' "
                 f"nor one of its schedule ids ({', '.join(sorted(all_schedules)[:6])}, ...)"
             )
+    for i, exp in enumerate(config["experiments"]):
+        both = sorted(set(exp["seeds"]) & set(exp.get("more_seeds", ())))
+        if both:
+            raise InputError(f"experiments[{i}] ({exp['name']}): more_seeds repeats seed(s) {both} of its 'seeds'")
     names = [fit["name"] for fit in config["fits"]]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
@@ -194,20 +198,48 @@ def schedules(config: dict) -> dict[str, dict]:
     return out
 
 
+def _experiment_schedules(exp: dict, all_schedules: dict[str, dict]) -> list[str]:
+    """An experiment's schedule ids: an entry names a whole family, or one schedule id of a family."""
+    return [s for s, v in all_schedules.items() if v["family"] in exp["schedules"] or s in exp["schedules"]]
+
+
 def runs(config: dict) -> list[Run]:
-    """The study's runs: the union of every experiment's grid, sorted, without repeats."""
+    """The study's runs before any seed a ``more_seeds`` step adds: the union of every
+    experiment's grid, sorted, without repeats."""
     all_schedules = schedules(config)
     found: set[Run] = set()
     for exp in config["experiments"]:
-        # an entry names a whole family, or one schedule id of a family
-        schedule_ids = [
-            s for s, v in all_schedules.items() if v["family"] in exp["schedules"] or s in exp["schedules"]
-        ]
         for scale, budget, schedule, seed in itertools.product(
-            exp["scales"], exp["budgets"], schedule_ids, exp["seeds"]
+            exp["scales"], exp["budgets"], _experiment_schedules(exp, all_schedules), exp["seeds"]
         ):
             found.add(Run(exp["corpus"], scale, budget, schedule, seed))
     return sorted(found)
+
+
+def more_seed_groups(config: dict) -> list[dict]:
+    """The groups of every experiment with ``more_seeds``, one per (scale, budget, final
+    sparsity) as the when-to-prune claim groups runs: the group's sparse schedule ids, and the
+    seeds that may be added to it, in order. JSON-ready: the ``more-seeds`` step receives it."""
+    all_schedules = schedules(config)
+    groups = []
+    for exp in (exp for exp in config["experiments"] if "more_seeds" in exp):
+        by_sparsity: dict[float, list[str]] = {}
+        for schedule in _experiment_schedules(exp, all_schedules):
+            if all_schedules[schedule]["method"] != "dense":
+                by_sparsity.setdefault(round(all_schedules[schedule]["final_sparsity"], 6), []).append(schedule)
+        for scale, budget, (sparsity, schedule_ids) in itertools.product(
+            exp["scales"], exp["budgets"], sorted(by_sparsity.items())
+        ):
+            groups.append({"experiment": exp["name"], "corpus": exp["corpus"], "scale": scale, "budget": budget,
+                           "final_sparsity": sparsity, "schedules": schedule_ids, "seeds": exp["more_seeds"]})
+    return groups
+
+
+def more_seed_base_runs(config: dict) -> list[Run]:
+    """The runs the ``more_seeds`` step sizes its groups from: every run of the study, from any
+    experiment, of a schedule of a group."""
+    grids = {(g["corpus"], g["scale"], g["budget"], s) for g in more_seed_groups(config) for s in g["schedules"]}
+    return [run for run in runs(config) if (run.corpus, run.scale, run.budget, run.schedule) in grids]
 
 
 def run_spec(config: dict, run: Run) -> dict:

@@ -15,8 +15,8 @@ log = get_logger("sparsescale.provenance")
 # results/benchmarks (workflow/rules/*.smk), and the rule.
 _RULE_OF_STAGE = {
     "corpus": "corpus", "tokenizer": "tokenizer", "shards": "shards", "train": "train",
-    "aggregate": "aggregate", "fit": "fit_laws", "notebook": "notebook", "report": "report",
-    "manifest": "manifest",
+    "more_seeds": "more_seeds", "aggregate": "aggregate", "fit": "fit_laws", "notebook": "notebook",
+    "report": "report", "manifest": "manifest",
 }
 # Which rule writes which outputs; the first match wins.
 RULE_OF_OUTPUT = (
@@ -24,6 +24,7 @@ RULE_OF_OUTPUT = (
     ("data/*/tokenizer.json", "tokenizer"),
     ("data/*/tokens/*", "shards"),
     ("runs/*", "train"),
+    ("design/*", "more_seeds"),
     ("aggregate/*", "aggregate"),
     ("fits/*", "fit_laws"),
     ("notebooks/*", "notebook"),

@@ -19,7 +19,7 @@ PACKAGE_SRC = WORKFLOW_ROOT / "src"
 sys.path.insert(0, str(PACKAGE_SRC.resolve()))
 
 import sparsescale.config as study
-from sparsescale.io import InputError
+from sparsescale.io import InputError, read_json
 from sparsescale.report import TITLES, item_caption, report_group
 
 # Rules call the package from this checkout, with the `python` of the activated venv or of
@@ -33,6 +33,10 @@ except InputError as err:
     raise WorkflowError(f"Invalid config: {err}") from None
 
 RUNS = study.runs(STUDY)
+# experiments with `more_seeds`: a checkpoint reads their runs and adds the seeds a
+# when-to-prune group still needs for its standard error target (docs/study-design.md)
+MORE_SEED_GROUPS = study.more_seed_groups(STUDY)
+MORE_SEED_BASE = study.more_seed_base_runs(STUDY)
 RUN_ID = "{corpus}/{scale}/{budget}/{schedule}/seed{seed}"
 RUN_DIR = f"results/runs/{RUN_ID}"
 # Snakemake's per-job benchmarks (wall and CPU seconds, peak RSS); a run's is
@@ -64,14 +68,23 @@ def run_of(wildcards):
     )
 
 
-def run_files(name):
-    """One file of every run of the study, e.g. run_files('metrics.json')."""
-    return [f"{run.directory}/{name}" for run in RUNS]
+def run_files(name, runs=RUNS):
+    """One file of each run (default: every run of the experiments' grids), e.g. run_files('metrics.json')."""
+    return [f"{run.directory}/{name}" for run in runs]
 
 
-def run_benchmarks():
-    """Every run's benchmark file, written by Snakemake when its train job ends."""
-    return [f"{TRAIN_BENCHMARKS}/{run.run_id}.tsv" for run in RUNS]
+def run_benchmarks(runs=RUNS):
+    """Each run's benchmark file, written by Snakemake when its train job ends."""
+    return [f"{TRAIN_BENCHMARKS}/{run.run_id}.tsv" for run in runs]
+
+
+def added_runs():
+    """The runs the more_seeds checkpoint added: known once it has run, so that only the
+    aggregate, not the grids' own runs, waits for it."""
+    if not MORE_SEED_GROUPS:
+        return []
+    added = read_json(checkpoints.more_seeds.get().output[0])["runs"]
+    return sorted({study.Run(**run) for run in added} - set(RUNS))
 
 
 def workflow_file(path):

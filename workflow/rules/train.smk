@@ -25,3 +25,20 @@ rule train:
         init=lambda wildcards, input: cli_options({"--init-from": input.init or None}),
     shell:
         f"{train_launcher()} train --spec {{params.spec:q}} --data {{params.data_dir}} --out-dir {{params.out_dir}} --threads {{threads}} {{params.init}} > {{log}} 2>&1"
+
+
+# An internal pilot: once an experiment's own seeds have run, add the seeds a when-to-prune
+# group needs for its seed-paired gap's standard error to be a third of the margin.
+checkpoint more_seeds:
+    input:
+        metrics=run_files("metrics.json", MORE_SEED_BASE),
+    output:
+        "results/design/more-seeds.json",
+    log:
+        "results/logs/more_seeds.log",
+    conda:
+        "../../envs/fit.yaml"
+    params:
+        groups=study.to_json(MORE_SEED_GROUPS),
+    shell:
+        f"{SPARSESCALE} more-seeds --groups {{params.groups:q}} --metrics {{input.metrics}} --out {{output}} > {{log}} 2>&1"
