@@ -68,7 +68,7 @@ def test_more_seeds_groups_name_their_schedules_and_candidate_seeds():
                                                                                        (0.8, 10, [5, 6])]
     assert all(s.startswith("geo-s50-") for s in groups[0]["schedules"])
     # sized from every run of those schedules, the other experiment's seed 2 too; no dense run
-    base = study.more_seed_base_runs(config)
+    base = study.more_seed_base_runs(groups, study.runs(config))
     assert len(base) == 20 * 2 + 1 and {r.seed for r in base} == {0, 1, 2}
     assert "dense" not in {r.schedule for r in base}
     assert study.more_seed_groups(study.resolve(_with_more_seeds())) == []

@@ -235,11 +235,11 @@ def more_seed_groups(config: dict) -> list[dict]:
     return groups
 
 
-def more_seed_base_runs(config: dict) -> list[Run]:
-    """The runs the ``more_seeds`` step sizes its groups from: every run of the study, from any
-    experiment, of a schedule of a group."""
-    grids = {(g["corpus"], g["scale"], g["budget"], s) for g in more_seed_groups(config) for s in g["schedules"]}
-    return [run for run in runs(config) if (run.corpus, run.scale, run.budget, run.schedule) in grids]
+def more_seed_base_runs(groups: list[dict], study_runs: list[Run]) -> list[Run]:
+    """The runs the ``more_seeds`` step sizes ``groups`` (``more_seed_groups``) from: every run
+    of the study, from any experiment, of a schedule of a group."""
+    grids = {(g["corpus"], g["scale"], g["budget"], s) for g in groups for s in g["schedules"]}
+    return [run for run in study_runs if (run.corpus, run.scale, run.budget, run.schedule) in grids]
 
 
 def run_spec(config: dict, run: Run) -> dict:

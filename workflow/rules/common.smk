@@ -36,7 +36,7 @@ RUNS = study.runs(STUDY)
 # experiments with `more_seeds`: a checkpoint reads their runs and adds the seeds a
 # when-to-prune group still needs for its standard error target (docs/study-design.md)
 MORE_SEED_GROUPS = study.more_seed_groups(STUDY)
-MORE_SEED_BASE = study.more_seed_base_runs(STUDY)
+MORE_SEED_BASE = study.more_seed_base_runs(MORE_SEED_GROUPS, RUNS)
 RUN_ID = "{corpus}/{scale}/{budget}/{schedule}/seed{seed}"
 RUN_DIR = f"results/runs/{RUN_ID}"
 # Snakemake's per-job benchmarks (wall and CPU seconds, peak RSS); a run's is
