@@ -247,6 +247,42 @@ def test_kernel_falls_back_to_encrypted_tcp_where_a_socket_path_would_be_too_lon
     assert list(deep.iterdir()) == []
 
 
+def test_a_template_is_given_only_the_fits_its_metadata_names(tmp_path):
+    from sparsescale.io import InputError
+    from sparsescale.notebook import fits_read
+
+    fits = {"dense_only": "d.json", "sparsity": "s.json", "synthetic": "e.json"}
+
+    def template(metadata):
+        path = tmp_path / "t.ipynb"
+        path.write_text(json.dumps({"cells": [], "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}))
+        return path
+
+    assert fits_read(template({"sparsescale": {"fit_roles": ["sparsity", "average_params"]}}), fits) == {
+        "sparsity": "s.json"}
+    assert fits_read(template({"sparsescale": {"fit_roles": []}}), fits) == {}
+    assert fits_read(template({}), fits) == fits  # a template that names none reads every fit
+    with pytest.raises(InputError, match=r"t\.ipynb: metadata\.sparsescale\.fit_roles must be a list"):
+        fits_read(template({"sparsescale": {"fit_roles": "sparsity"}}), fits)
+    (tmp_path / "broken.ipynb").write_text("{")
+    with pytest.raises(InputError, match=r"broken\.ipynb: not a readable notebook"):
+        fits_read(tmp_path / "broken.ipynb", fits)
+
+
+def test_templates_name_the_fits_they_read():
+    """A template that names no fit role never touches ``fits``; one that names roles loads them."""
+    import re
+
+    known = {"dense_only", "average_params", "final_params", "sparsity", "synthetic"}
+    for name in nf.NOTEBOOKS:
+        nb = json.loads((nf.REPO / "notebooks" / f"{name}.ipynb").read_text())
+        roles = nb["metadata"]["sparsescale"]["fit_roles"]
+        assert set(roles) <= known, name
+        code = "\n".join("".join(c["source"]) for c in nb["cells"]
+                         if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", []))
+        assert bool(re.search(r"\bfits\b", code)) == bool(roles), name
+
+
 def test_parse_parameters_yaml():
     from sparsescale.notebook import parse_parameters
 

@@ -189,10 +189,17 @@ class TestTinyProfileEndToEnd:
 
     def test_fit_change_reruns_only_fits_notebooks_report(self, done, tmp_path):
         changed = copy_workflow_with_results(done, tmp_path)
-        edit_yaml(changed / "config" / "tiny.yaml", lambda c: c["fits"][0].update(bootstrap=11))
+
+        def dense_only_with_more_refits(config):
+            assert config["fits"][0]["role"] == "dense_only"
+            config["fits"][0].update(bootstrap=11)
+
+        edit_yaml(changed / "config" / "tiny.yaml", dense_only_with_more_refits)
         jobs = dry_run_jobs(changed, "--profile", "profiles/tiny")
         assert jobs["fit_laws"] == 1
         assert set(jobs) <= {"fit_laws", "notebook", "report", "manifest", "all"}
+        # only the notebooks that read the dense-only fit redraw (their metadata's fit_roles)
+        assert jobs["notebook"] == len({"average_params_law", "against_papers", "planner"})
 
     def test_schedule_change_reruns_only_its_runs(self, done, tmp_path):
         changed = copy_workflow_with_results(done, tmp_path)

@@ -39,6 +39,25 @@ class NotebookFailed(RuntimeError):
         return str(self.args[0])
 
 
+def fits_read(template: str | os.PathLike, fits: dict[str, str]) -> dict[str, str]:
+    """The part of ``fits`` (role -> fit JSON) that ``template`` reads: the roles its metadata
+    names under ``sparsescale.fit_roles`` (every role where it names none). The workflow
+    passes a template only these and makes it wait only for them, so a changed fit redraws the
+    notebooks that read it and no others."""
+    import json
+
+    try:
+        meta = json.loads(Path(template).read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError) as err:
+        raise InputError(f"{template}: not a readable notebook ({err})") from None
+    roles = meta.get("sparsescale", {}).get("fit_roles")
+    if roles is None:
+        return dict(fits)
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InputError(f"{template}: metadata.sparsescale.fit_roles must be a list of fit roles, got {roles!r}")
+    return {role: path for role, path in fits.items() if role in roles}
+
+
 def parse_parameters(pairs: list[list[str]] | None) -> dict[str, Any]:
     """``-p key value`` pairs; values are parsed as YAML (numbers, lists, dicts), else kept as text."""
     import yaml

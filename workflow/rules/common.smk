@@ -20,6 +20,7 @@ sys.path.insert(0, str(PACKAGE_SRC.resolve()))
 
 import sparsescale.config as study
 from sparsescale.io import InputError, read_json
+from sparsescale.notebook import fits_read
 from sparsescale.report import TITLES, item_caption, report_group
 
 # Rules call the package from this checkout, with the `python` of the activated venv or of
@@ -165,6 +166,14 @@ def fit_roles():
     }
 
 
+def notebook_fits(wildcards):
+    """The fits (role -> JSON) a template reads, as its metadata names them: a changed fit
+    redraws only the notebooks that read it."""
+    return fits_read(
+        WORKFLOW_ROOT / f"notebooks/{wildcards.notebook}.ipynb", fit_roles()
+    )
+
+
 def notebook_helpers(wildcards):
     """The package modules a template imports: the reading, claim and drawing helpers, and its own."""
     own = {"cost": ["cost.py"], "planner": ["plan.py"]}.get(wildcards.notebook, [])
@@ -191,7 +200,7 @@ def notebook_options(wildcards, input):
         [
             *("-p", "runs_csv", input.runs),
             *("-p", "steps_parquet", input.steps),
-            *("-p", "fits", study.to_json(fit_roles())),
+            *("-p", "fits", study.to_json(notebook_fits(wildcards))),
             *("-p", "data_manifests", study.to_json(manifests)),
         ]
     )

@@ -7,7 +7,7 @@ rule notebook:
         data=notebook_data,
         runs=rules.aggregate.output.runs_csv,
         steps=rules.aggregate.output.steps,
-        fits=expand(rules.fit_laws.output[0], fit=FITS),
+        fits=lambda wildcards: list(notebook_fits(wildcards).values()),
         manifests=expand(rules.shards.output.manifest, corpus=CORPORA),
     output:
         report(
