@@ -84,10 +84,12 @@ def test_hub_unreachable_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.sparsescale.invalid")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    import datasets  # noqa: F401  (imported before the clock starts: its import time is not the probe's)
+
     t = time.perf_counter()
     with pytest.raises(InputError, match="allenai/c4.*unreachable"):
         build_corpus({"source": "hub", "name": "allenai/c4", "config": "en", "hub_timeout_s": 3}, tmp_path / "out")
-    assert time.perf_counter() - t < 8
+    assert time.perf_counter() - t < 3 + 5  # the probe's timeout, and slack for a slow machine
     assert not (tmp_path / "out" / "train.parquet").exists()
 
 

@@ -48,7 +48,9 @@ def test_report_has_tables_summary_and_config(report):
     assert "Table: verdicts" in text and "Table: ranking" in text and "Table: heldout_errors" in text
     assert "<section class='summary'>" in text and "<strong>reproduced</strong>" in text
     assert "fixture study config" in text  # the config file's text
-    assert oct(os.stat(out).st_mode & 0o044) != "0o0", "report not readable by others"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask, "report not made like any new file (0666 less the umask)"
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
 
 

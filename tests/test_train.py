@@ -381,12 +381,21 @@ def test_quick_cpu_compile_start_keeps_explicit_settings(monkeypatch, env):
 def test_compile_caches_of_two_vector_isas_stay_apart(shards, tmp_path):
     """Inductor's cache keys do not tell vector ISAs apart: one cache shared by an AVX2 job and
     an AVX-512 job aborted the second in malloc, and trained NaN in the reverse order. With a
-    folder per ISA, every order trains the same run. The ISAs differ where the CPU has AVX-512;
-    elsewhere all three jobs run one ISA and share one folder."""
+    folder per ISA, every order trains the same run. Two ISAs meet on every CPU with SIMD
+    dispatch: the plain one (ATEN_CPU_CAPABILITY=default, inductor's non-vector kernels) and
+    the CPU's own."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
+        pytest.skip("this CPU has one vector ISA for torch: there is nothing to keep apart")
+    try:
+        get_cpp_compiler()
+    except Exception as err:  # noqa: BLE001 -- inductor's own "no compiler" error types vary by platform
+        pytest.skip(f"inductor finds no C++ compiler here, so nothing is compiled or cached ({err})")
     spec = make_spec("global", tokens=40 * 256, every=10, compile=True)
     cache = tmp_path / "cache"
     runs = []
-    for i, capability in enumerate(("avx2", None, "avx2")):
+    for i, capability in enumerate(("default", None, "default")):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(cache)}
         env.pop("ATEN_CPU_CAPABILITY", None)
         if capability:
@@ -397,7 +406,9 @@ def test_compile_caches_of_two_vector_isas_stay_apart(shards, tmp_path):
     losses = [r["final_val_loss"] for r in runs]
     assert np.isfinite(losses).all() and losses == pytest.approx([losses[0]] * 3, rel=1e-4)
     capabilities = {r["provenance"]["cpu_capability"] for r in runs}
-    assert len(list(cache.glob("isa-*"))) == len(capabilities), sorted(p.name for p in cache.iterdir())
+    folders = sorted(cache.glob("isa-*"))
+    assert len(capabilities) == 2 and len(folders) == 2, sorted(p.name for p in cache.iterdir())
+    assert all(any(folder.rglob("*.py")) for folder in folders)  # each ISA's kernels were compiled there
     assert not (cache / "fxgraph").exists()  # every compiled graph lies in an ISA's folder
 
 

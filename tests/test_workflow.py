@@ -33,9 +33,7 @@ def workspace(tmp_path, repo_root):
 
 
 def test_lint_is_clean(repo_root):
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint"], cwd=repo_root, capture_output=True, text=True
-    )
+    result = snakemake(repo_root, "--lint", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -224,7 +222,8 @@ class TestTinyProfileEndToEnd:
 
     def test_more_seeds_trains_the_runs_its_checkpoint_adds_and_aggregates_them(self, done, tmp_path):
         """more_seeds on the tiny when-to-prune group of two seeds, whose seed-1 25%->75% run is
-        made 0.05 nats worse: its scatter then needs more seeds than the one candidate, so the
+        made 0.3 nats worse, far beyond any seed's own gap (a few hundredths here): its scatter
+        then needs more seeds than the one candidate, so the
         checkpoint adds seed 2 of each of the group's 4 schedules; those are trained and
         aggregated, and no other run is."""
         changed = copy_workflow_with_results(done, tmp_path)
@@ -232,7 +231,7 @@ class TestTinyProfileEndToEnd:
                   lambda c: next(e for e in c["experiments"] if e["name"] == "tiny-second-seed").update(more_seeds=[2]))
         worse = changed / "results" / "runs" / "stdlib" / "t1" / "k40" / "global-tiny-s50-25to75" / "seed1" / "metrics.json"
         metrics = json.loads(worse.read_text())
-        worse.write_text(json.dumps({**metrics, "final_val_loss": metrics["final_val_loss"] + 0.05}))
+        worse.write_text(json.dumps({**metrics, "final_val_loss": metrics["final_val_loss"] + 0.3}))
         jobs = dry_run_jobs(changed, "--profile", "profiles/tiny")
         assert jobs["more_seeds"] == 1 and jobs["train"] == 0  # the added runs are not known yet
 

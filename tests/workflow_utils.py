@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
+import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -25,10 +28,23 @@ def copy_workflow(repo_root: Path, dest: Path) -> Path:
     return dest
 
 
+@functools.cache
+def _cache_home() -> str:
+    """One cache folder for the test session's Snakemake calls, removed at exit."""
+    folder = tempfile.mkdtemp(prefix="sparsescale-test-cache-")
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def _snakemake_env() -> dict:
     env = dict(os.environ)
     # rules call `python -m sparsescale`: the python of this venv, as after activating it
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # Snakemake writes its source cache under $XDG_CACHE_HOME (default ~/.cache), even in a
+    # dry run: a HOME that is not writable must not fail the tests
+    env["XDG_CACHE_HOME"] = _cache_home()
+    # a user's default profile (HPC accounts often set one) must not send test jobs elsewhere
+    env.pop("SNAKEMAKE_PROFILE", None)
     return env
 
 

@@ -5,6 +5,8 @@
 # `stop` removes /etc/slurm/slurm.conf again: with a config but no controller, every SLURM
 # client (and so every Snakemake start, whose SLURM plugin runs `scontrol` on import) would
 # hang for 10 s.
+# `start` exits 3 where this machine cannot host the test cluster (SLURM or munge of its own,
+# no package access): the test then skips, saying why. It touches nothing in that case.
 set -euo pipefail
 action=${1:?usage: cluster.sh start|stop}
 state=${SLURM_TEST_STATE:-/tmp/sparsescale-slurm}
@@ -22,23 +24,36 @@ stop() {
   fi
 }
 
+cannot() {
+  echo "$*" >&2
+  exit 3
+}
+
 if [[ $action == stop ]]; then
   stop
   exit 0
 fi
 
+# a machine's own SLURM or munge is left alone: stop() would kill its daemons
+if [[ -f $conf ]] && ! head -1 "$conf" | grep -qF "$marker"; then
+  cannot "$conf exists and is not ours; this machine runs SLURM of its own"
+fi
+if [[ ! -f $conf ]]; then
+  for daemon in slurmd slurmctld munged; do
+    if pgrep -x "$daemon" >/dev/null; then
+      cannot "$daemon is running and was not started by this script"
+    fi
+  done
+fi
+
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   echo "installing slurm-wlm and munge" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends slurm-wlm munge >/dev/null
+  { apt-get update -q && apt-get install -y -q --no-install-recommends slurm-wlm munge; } >/dev/null ||
+    cannot "could not install slurm-wlm and munge with apt-get (no package access?)"
 fi
 
 stop
-if [[ -f $conf ]] && ! head -1 "$conf" | grep -qF "$marker"; then
-  echo "$conf exists and is not ours; refusing to overwrite it" >&2
-  exit 1
-fi
 mkdir -p "$state"/{spool/slurmd,spool/slurmctld,log} /etc/slurm /etc/munge /run/munge /var/log/munge /var/lib/munge
 chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
 if [[ ! -s /etc/munge/munge.key ]]; then
