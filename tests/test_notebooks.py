@@ -244,6 +244,30 @@ def test_kernel_talks_over_owner_only_unix_sockets_without_tcp_ports(tmp_path, m
     assert not Path(folder).exists()  # removed once the notebook has run
 
 
+def test_the_python3_kernel_is_this_interpreter_whatever_kernelspec_the_user_has(tmp_path, monkeypatch):
+    """A ``python3`` kernelspec of the user's, here first on JUPYTER_PATH, names another Python
+    (one that exits at once); the notebook still runs in this interpreter, and the user's
+    JUPYTER_PATH is left as it was."""
+    import os
+    import sys
+
+    import nbformat
+
+    from sparsescale.notebook import run_notebook
+
+    decoy = tmp_path / "user-jupyter" / "kernels" / "python3"
+    decoy.mkdir(parents=True)
+    (decoy / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", "raise SystemExit(3)", "-f", "{connection_file}"],
+        "display_name": "another Python", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "user-jupyter"))
+    probe = _template(tmp_path / "probe.ipynb", "import sys\nprint(sys.executable)")
+    out = run_notebook(probe, tmp_path / "results" / "probe", html=False, timeout=120)
+    ran_with = nbformat.read(out / "probe.ipynb", as_version=4).cells[-1].outputs[0].text.strip()
+    assert os.path.samefile(ran_with, sys.executable)
+    assert os.environ["JUPYTER_PATH"] == str(tmp_path / "user-jupyter")
+
+
 def test_kernel_falls_back_to_encrypted_tcp_where_a_socket_path_would_be_too_long(tmp_path, monkeypatch):
     import tempfile
 

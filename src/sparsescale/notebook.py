@@ -145,6 +145,28 @@ def _kernel_config():
             yield Config()
 
 
+@contextlib.contextmanager
+def _python3_is_this_interpreter():
+    """Run the ``python3`` kernel with this interpreter, whose environment holds the templates'
+    dependencies. A user-level ``python3`` kernelspec (``ipykernel install --user``) that points
+    at another Python would otherwise win wherever Jupyter does not prefer the environment's
+    own (a venv or conda env this user does not own, or ``JUPYTER_PATH``): ipykernel's spec for
+    this interpreter goes first on ``JUPYTER_PATH`` while the notebook runs."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    saved = os.environ.get("JUPYTER_PATH")
+    with tempfile.TemporaryDirectory(prefix="sparsescale-kernelspec-") as folder:
+        write_kernel_spec(os.path.join(folder, "kernels", "python3"))
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([folder, *([saved] if saved else [])])
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = saved
+
+
 def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parameters: dict[str, Any] | None = None,
                  kernel: str = "python3", html: bool = True, timeout: int | None = None) -> Path:
     """Execute ``template`` into ``out_dir`` (replaced atomically); raise NotebookFailed on a cell error."""
@@ -169,7 +191,8 @@ def run_notebook(template: str | os.PathLike, out_dir: str | os.PathLike, parame
         executed = tmp / f"{name}.ipynb"
         log.info("executing %s -> %s", template, out_dir)
         try:
-            with _kernel_config() as config:
+            this_python = _python3_is_this_interpreter() if kernel == "python3" else contextlib.nullcontext()
+            with this_python, _kernel_config() as config:
                 pm.execute_notebook(str(template), str(executed), parameters=params, kernel_name=kernel,
                                     progress_bar=False, log_output=False, execution_timeout=timeout,
                                     config=config)
