@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -458,6 +459,11 @@ def test_ddp_under_torchrun_on_cpu_matches_one_process(shards, tmp_path, micro_b
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sparsescale.train_cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # both ranks are on this machine: gloo talks over loopback, not over whatever address the
+    # hostname resolves to (unreachable on some containers and VPN-connected laptops)
+    loopback = next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
+    if loopback:
+        env["GLOO_SOCKET_IFNAME"] = loopback
     done = subprocess.run(cmd + _cli(spec, shards, tmp_path / "ddp")[3:], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     got = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
