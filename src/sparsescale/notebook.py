@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -44,8 +45,6 @@ def fits_read(template: str | os.PathLike, fits: dict[str, str]) -> dict[str, st
     names under ``sparsescale.fit_roles`` (every role where it names none). The workflow
     passes a template only these and makes it wait only for them, so a changed fit redraws the
     notebooks that read it and no others."""
-    import json
-
     try:
         meta = json.loads(Path(template).read_text(encoding="utf-8")).get("metadata", {})
     except (OSError, ValueError) as err:
