@@ -203,19 +203,18 @@ def test_failing_cell_leaves_nothing_and_reports_traceback(tmp_path, capsys):
     assert list(results.iterdir()) == []
 
 
-def _socket_prefix_fits() -> bool:
-    """Whether a kernel folder in this machine's temporary folder is short enough for ipc."""
+def _kernel_folder_takes_ipc() -> bool:
+    """Whether a kernel folder in this machine's temporary folder gets unix sockets."""
     import os
     import tempfile
 
-    from sparsescale.notebook import _SOCKET_PREFIX_MAX
+    from sparsescale.notebook import _ipc_prefix_fits
 
-    folder = os.path.join(tempfile.gettempdir(), "sparsescale-kernel-xxxxxxxx", "kernel")
-    return len(os.fsencode(folder)) <= _SOCKET_PREFIX_MAX
+    return _ipc_prefix_fits(os.path.join(tempfile.gettempdir(), "sparsescale-kernel-xxxxxxxx", "kernel"))
 
 
 @pytest.mark.skipif(not zmq.has("ipc"), reason="this platform's zmq has no ipc transport (Windows)")
-@pytest.mark.skipif(not _socket_prefix_fits(), reason="the temporary folder's path is too long for a unix socket")
+@pytest.mark.skipif(not _kernel_folder_takes_ipc(), reason="the temporary folder's path is too long for a unix socket")
 def test_kernel_talks_over_owner_only_unix_sockets_without_tcp_ports(tmp_path, monkeypatch):
     """The CI failure this prevents: jupyter_client chose free TCP ports in this process and
     released them; another process took one before the kernel bound it ("Address already in

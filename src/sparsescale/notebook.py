@@ -119,6 +119,13 @@ def _failure_text(err: BaseException) -> str:
 _SOCKET_PREFIX_MAX = 101
 
 
+def _ipc_prefix_fits(prefix: str) -> bool:
+    """Whether the kernel's sockets can be unix sockets at ``prefix`` on this platform."""
+    import zmq
+
+    return zmq.has("ipc") and len(os.fsencode(prefix)) <= _SOCKET_PREFIX_MAX
+
+
 @contextlib.contextmanager
 def _kernel_config():
     """Where the platform has them, the kernel's sockets are unix sockets in a fresh owner-only
@@ -135,7 +142,7 @@ def _kernel_config():
 
     with tempfile.TemporaryDirectory(prefix="sparsescale-kernel-") as folder:
         prefix = os.path.join(folder, "kernel")
-        if zmq.has("ipc") and len(os.fsencode(prefix)) <= _SOCKET_PREFIX_MAX:
+        if _ipc_prefix_fits(prefix):
             yield Config({"KernelManager": {"transport": "ipc", "ip": prefix,
                                             "connection_file": os.path.join(folder, "kernel.json")}})
         elif zmq.has("curve"):

@@ -196,11 +196,15 @@ def notebook_options(wildcards, input):
     manifests = {
         corpus: f"results/data/{corpus}/tokens/manifest.json" for corpus in CORPORA
     }
+    # the fits the template waits for (its input), by role: no second read of its metadata
+    given_fits = {
+        role: path for role, path in fit_roles().items() if path in input.fits
+    }
     return shlex.join(
         [
             *("-p", "runs_csv", input.runs),
             *("-p", "steps_parquet", input.steps),
-            *("-p", "fits", study.to_json(notebook_fits(wildcards))),
+            *("-p", "fits", study.to_json(given_fits)),
             *("-p", "data_manifests", study.to_json(manifests)),
         ]
     )
