@@ -260,6 +260,29 @@ def test_published_units_give_the_known_allocations():
     assert "N" in refit["extrapolation"]  # 70B is beyond the 16B largest run
 
 
+def test_frantar2023_s_opt_matches_a_brute_force_grid_in_the_papers_units():
+    """published:frantar2023 is paper B's T5/C4 law: its optimal sparsity at one (N, C) equals
+    a brute-force search over S of the published formula in the published units (N raw
+    non-zero parameters, D in steps), and it rises with compute as paper B reports."""
+    doc = json.loads((plan.PUBLISHED_DIR / "frantar2023.json").read_text())
+    pub, tokens_per_step = doc["published_params"], doc["tokens_per_step"]
+    n, compute = 1e8, 1e21
+
+    def published_loss(s, steps):
+        return ((pub["a_S"] * (1 - s) ** pub["b_S"] + pub["c_S"]) * (1 / n) ** pub["b_N"]
+                + (pub["a_D"] / steps) ** pub["b_D"] + pub["c"])
+
+    grid = np.linspace(0.0, 0.99, 99001)
+    steps = compute * (1 - grid) / (6 * n) / tokens_per_step  # training charged as the dense shape
+    losses = published_loss(grid, steps)
+    best = int(np.argmin(losses))
+    row = plan.sparsity_plan(plan.load_fit("published:frantar2023"), [n], [compute], COST).iloc[0]
+    assert row["s_opt"] == pytest.approx(grid[best], abs=0.002)
+    assert row["loss"] == pytest.approx(losses[best], rel=1e-6)
+    rising = plan.sparsity_plan(plan.load_fit("published:frantar2023"), [n], [1e19, 1e20, 1e22], COST)["s_opt"]
+    assert rising.is_monotonic_increasing and rising.iloc[-1] - rising.iloc[0] > 0.3
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

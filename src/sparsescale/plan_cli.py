@@ -7,7 +7,7 @@
     sparsescale plan check    --fit FIT... --config BASE... FRAGMENT
 
 FIT is a fit JSON (``sparsescale fit``'s output) or ``published:NAME`` (``published:hoffmann2022``,
-``published:besiroglu2024``). Every question prints a table (``--json`` for scripts) with the
+``published:besiroglu2024``, ``published:frantar2023``). Every question prints a table (``--json`` for scripts) with the
 training compute in FLOPs and device-hours (``--device``/``--peak-flops``, ``--mfu``),
 intervals where the fit holds bootstrap refits, and extrapolation flags.
 ``--emit-config OUT`` writes the recommended runs as a config fragment for
@@ -34,7 +34,7 @@ def add_commands(subparsers: Any) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--fit", nargs="+", required=True, metavar="FIT",
-                        help="fit JSON(s), or published:NAME (hoffmann2022, besiroglu2024)")
+                        help="fit JSON(s), or published:NAME (hoffmann2022, besiroglu2024: Chinchilla; frantar2023: paper B's T5/C4 sparsity law)")
     common.add_argument("--device", default="H100", help="device of the hardware table for device-hours (default: %(default)s)")
     common.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s of one device (instead of the table)")
     common.add_argument("--mfu", type=float, default=None,
