@@ -21,6 +21,7 @@ STAGE_MODULES = (
     "sparsescale.plan_cli",
     "sparsescale.report",
     "sparsescale.provenance",
+    "sparsescale.docs",
 )
 
 
