@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sparsescale.checkpoint import load_verified
 from sparsescale.io import InputError, sha256_file
 from sparsescale.train import TrainingDiverged, lr_at, run_training, validate_spec
 
@@ -170,7 +171,7 @@ def test_global_run_outputs(shards, tmp_path):
     start = m["start_step"]
     assert abs(c[start - 1] / c[-1] - 0.25) < 0.03
     assert not (tmp_path / "checkpoint.pt").exists()
-    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    saved = load_verified(tmp_path / "model.pt", "")
     assert set(saved) >= {"model", "masks", "model_config", "spec"}
     assert validate_spec(json.loads((tmp_path / "config.json").read_text())) == m["spec"]
 
@@ -188,7 +189,7 @@ def test_exact_final_sparsity_per_method(shards, tmp_path, method, extra):
     m = run_training(spec, shards, tmp_path)
     target = m["target_sparsity"]
     per_layer = m["sparsity_per_layer"]
-    model = torch.load(tmp_path / "model.pt", weights_only=False)
+    model = load_verified(tmp_path / "model.pt", "")
     if method == "uniform":
         se = 1 - math.sqrt(1 - target)
         for name, s in per_layer.items():
@@ -286,7 +287,7 @@ def test_injected_nan_names_step_and_checkpoint(shards, tmp_path, monkeypatch):
     msg = str(err.value)
     assert "step 27" in msg and "checkpoint.pt (step 20)" in msg
     assert not (tmp_path / "metrics.json").exists()
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = load_verified(tmp_path / "checkpoint.pt", "")
     assert ckpt["step"] == 20
 
 

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparsescale.io import InputError, atomic_path, get_logger, write_json, write_parquet
+from sparsescale.checkpoint import CheckpointError, load_verified, save_verified
+from sparsescale.io import InputError, get_logger, write_json, write_parquet
 from sparsescale.hardware import mfu, peak_flops
 from sparsescale.model import ModelConfig, Transformer, flops_per_token, param_counts
 from sparsescale.provenance import git_state
@@ -83,6 +84,7 @@ PRUNING_KEYS = (
     "embedding_sparsity", "init",
 )
 CHECKPOINT = "checkpoint.pt"
+RESTART = "delete it to restart the run from step 0"
 
 
 class TrainingDiverged(RuntimeError):
@@ -377,7 +379,12 @@ def _autocast(device: torch.device):
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's state as plain values: a checkpoint holds tensors and plain containers only
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached_gaussian],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -386,7 +393,8 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     # the checkpoint was loaded onto the training device; generators take their states on the CPU
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -531,9 +539,9 @@ def run_training(
         for stale in out_dir.glob(f".{CHECKPOINT}.*.tmp") if dist.main else ():
             stale.unlink(missing_ok=True)  # left by a killed checkpoint write
         if ckpt_path.is_file():
-            ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+            ckpt = load_verified(ckpt_path, RESTART, map_location=device)
             if ckpt.get("fingerprint") != fingerprint:
-                raise InputError(f"{ckpt_path}: written for a different spec; delete it to start this run afresh")
+                raise CheckpointError(f"{ckpt_path}: written for a different spec; {RESTART}")
             raw.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             pruner.load_state_dict(ckpt["pruner"])
@@ -748,20 +756,18 @@ def _device_name(device: torch.device) -> str:
 
 
 def _save_checkpoint(path: Path, step: int, raw, optimizer, pruner, rows, fingerprint: str, elapsed_s: float) -> None:
-    state = {
-        "format": 1, "step": step, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+    save_verified(path, {
+        "step": step, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
         "pruner": pruner.state_dict(), "rows": rows, "rng": _rng_state(), "fingerprint": fingerprint,
         "elapsed_s": elapsed_s,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    })
 
 
 def _load_init(raw: Transformer, cfg: ModelConfig, path: Path, device: torch.device) -> None:
     if not path.is_file():
         raise InputError(f"--init-from: {path} not found")
-    state = torch.load(path, map_location=device, weights_only=False)
-    if not isinstance(state, dict) or "model" not in state:
+    state = load_verified(path, f"rerun the dense run that writes it (delete {path} first)", map_location=device)
+    if "model" not in state:
         raise InputError(f"--init-from: {path} is not a sparsescale model.pt (no 'model' entry)")
     saved = state.get("model_config", {})
     for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
@@ -781,12 +787,10 @@ def _write_outputs(out_dir: Path, spec, cfg: ModelConfig, raw, pruner, rows: lis
     frame = frame.astype({"step": "int64", "tokens": "int64", "n_nonzero": "int64"})
     write_parquet(out_dir / "steps.parquet", frame)
     write_json(out_dir / "config.json", spec)  # the resolved spec (usable again as --spec)
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(
-            {"model": {k: v.detach().cpu() for k, v in raw.state_dict().items()}, "masks": pruner.state_dict()["masks"],
-             "model_config": cfg.to_dict(), "spec": spec},
-            tmp,
-        )
+    save_verified(out_dir / "model.pt", {
+        "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()}, "masks": pruner.state_dict()["masks"],
+        "model_config": cfg.to_dict(), "spec": spec,
+    })
     write_json(out_dir / "metrics.json", metrics)
 
 
