@@ -32,6 +32,7 @@ import re
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -378,37 +379,6 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _rng_state() -> dict:
-    # numpy's state as plain values: a checkpoint holds tensors and plain containers only
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached_gaussian],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    # the checkpoint was loaded onto the training device; generators take their states on the CPU
-    torch.set_rng_state(state["torch"].cpu())
-    name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _fingerprint(spec: dict, init_from: str | None) -> str:
-    """What a checkpoint must agree with to be resumed (everything that changes the numbers)."""
-    training = {k: v for k, v in spec["training"].items() if k not in RUNTIME_KEYS}
-    key = {k: spec[k] for k in ("seed", "model", "budget_spec", "pruning")}
-    key["training"] = training
-    key["init_from"] = bool(init_from)
-    return json.dumps(key, sort_keys=True)
-
-
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -465,6 +435,86 @@ class _Dist:
 # ----------------------------------------------------------------------------- the run
 
 
+@dataclass
+class Run:
+    """One run, set up: its spec, device, data, model, pruner, optimizer and step counts."""
+
+    spec: dict
+    out_dir: Path
+    data_dir: str
+    init_from: str | None
+    dist: _Dist
+    device: torch.device
+    shards: Any  # sparsescale.data.loader.TokenShards
+    cfg: ModelConfig
+    raw: Transformer  # the model itself; `wrap_model` wraps it for DDP and torch.compile
+    params: list[torch.nn.Parameter]
+    counts: dict
+    pruner: Any  # sparsescale.pruning.Pruner
+    optimizer: torch.optim.AdamW
+    schedule: Schedule
+    budget_tokens: float
+    total_steps: int
+    warmup_steps: int
+    micro_rows: int  # sequences in one forward/backward pass
+    accum_steps: int  # passes per optimizer step (gradient accumulation)
+    rank_rows: slice  # this rank's sequences of each batch
+
+    @property
+    def tr(self) -> dict:
+        return self.spec["training"]
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.tr["batch_size"] * self.tr["seq_len"]
+
+    @property
+    def n_prunable(self) -> int:
+        return self.counts["n_prunable"]
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    @property
+    def target_sparsity(self) -> float:
+        pr = self.spec["pruning"]
+        return pr["final_sparsity"] if pr["method"] != "dense" else 0.0
+
+
+class StepLog:
+    """The step log, one row per step. A step's loss stays on the device until ``flush``
+    (on a GPU, one synchronisation for many steps); a non-finite loss stops the run there."""
+
+    def __init__(self, run: Run, rows: list[dict], start_step: int, elapsed_before: float, resumed_from: int | None):
+        self.run, self.rows = run, rows
+        self.start_step, self.elapsed_before, self.resumed_from = start_step, elapsed_before, resumed_from
+        self.last_ckpt = None if resumed_from is None else (resumed_from, run.ckpt_path)
+        self.compute = rows[-1]["compute"] if rows else 0.0
+        self.pending: list[tuple[int, torch.Tensor, float, int]] = []
+
+    def add(self, step: int, loss: torch.Tensor, lr: float, n_nonzero: int) -> None:
+        self.pending.append((step, loss.detach(), lr, n_nonzero))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        tokens_per_step, n_prunable = self.run.tokens_per_step, self.run.n_prunable
+        losses = self.run.dist.mean(torch.stack([p[1] for p in self.pending]).float()).tolist()
+        for (step, _, lr, n_nonzero), loss in zip(self.pending, losses):
+            if not math.isfinite(loss):
+                where = f"{self.last_ckpt[1]} (step {self.last_ckpt[0]})" if self.last_ckpt else "none (no checkpoint written yet)"
+                raise TrainingDiverged(f"non-finite training loss ({loss}) at step {step + 1}; last good checkpoint: {where}")
+            self.compute += 6.0 * n_nonzero * tokens_per_step
+            tokens = (step + 1) * tokens_per_step
+            self.rows.append(
+                {"step": step + 1, "tokens": tokens, "lr": lr, "train_loss": loss, "val_loss": float("nan"),
+                 "density": n_nonzero / n_prunable, "n_nonzero": n_nonzero, "compute": self.compute,
+                 "n_avg": self.compute / (6.0 * tokens)}
+            )
+        self.pending.clear()
+
+
 def run_training(
     spec: dict,
     data_dir: str | os.PathLike,
@@ -478,270 +528,376 @@ def run_training(
     ``step_times`` (benchmarks): if given, ``time.perf_counter()`` is appended after every
     step, so per-step times of the real loop can be measured.
     """
-    from sparsescale.data.loader import TokenShards
-
     spec = validate_spec(spec)
     if threads is not None:
         spec["training"]["threads"] = int(threads)
-    tr, pr = spec["training"], spec["pruning"]
-    out_dir = Path(out_dir)
-    ckpt_path = out_dir / CHECKPOINT
-    dist = _Dist(tr["device"])
+    dist = _Dist(spec["training"]["device"])
     try:
-        device = dist.device(tr["device"])
-        if device.type == "cpu":
-            torch.set_num_threads(tr["threads"])
-        else:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if tr["batch_size"] % dist.world:
-            raise InputError(f"spec.training.batch_size: {tr['batch_size']} is not divisible by WORLD_SIZE {dist.world}")
-        local_rows = tr["batch_size"] // dist.world
-        micro_rows = tr["micro_batch_size"] or local_rows
-        if local_rows % micro_rows:
-            raise InputError(
-                f"spec.training.micro_batch_size: {micro_rows} does not divide the per-device batch "
-                f"{local_rows} (batch_size {tr['batch_size']} / WORLD_SIZE {dist.world})"
-            )
-        accum_steps = local_rows // micro_rows
-        if pr["init"] == "dense" and init_from is None and not ckpt_path.is_file():
-            raise InputError("spec.pruning.init: 'dense' needs --init-from MODEL_PT (the trained dense model)")
-
-        shards = TokenShards(data_dir, verify=True)
-        seq_len, batch_size, seed = tr["seq_len"], tr["batch_size"], spec["seed"]
-        cfg = ModelConfig(
-            vocab_size=shards.vocab_size, max_seq_len=seq_len, **{k: spec["model"][k] for k in ("d_model", "n_layers", "n_heads", "d_ff")}
-        )
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
-        raw = Transformer(cfg).to(device)
-        counts = param_counts(raw)
-        n_prunable = counts["n_prunable"]
-        tokens_per_step = batch_size * seq_len
-        budget_tokens, total_steps = budget_steps(spec["budget_spec"], n_prunable, tokens_per_step)
-        try:
-            schedule = build_schedule(pr, total_steps)
-        except ValueError as err:
-            raise InputError(f"spec.pruning: {err}") from err
-        if pr["method"] == "nm":
-            bad = [n for n, m in raw.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % pr["m"]]
-            if bad:
-                raise InputError(f"spec.pruning.m: {pr['m']} does not divide the input width of {bad[0]}")
-        pruner = pruner_for_model(raw, pr)
-        optimizer = make_optimizer(raw, tr)
-        warmup_steps = round(tr["warmup_fraction"] * total_steps)
-        fingerprint = _fingerprint(spec, None if init_from is None else str(init_from))
-
-        rows: list[dict] = []
-        start_step, elapsed_before = 0, 0.0
-        resumed_from = None
-        for stale in out_dir.glob(f".{CHECKPOINT}.*.tmp") if dist.main else ():
-            stale.unlink(missing_ok=True)  # left by a killed checkpoint write
-        if ckpt_path.is_file():
-            ckpt = load_verified(ckpt_path, RESTART, map_location=device)
-            if ckpt.get("fingerprint") != fingerprint:
-                raise CheckpointError(f"{ckpt_path}: written for a different spec; {RESTART}")
-            raw.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            pruner.load_state_dict(ckpt["pruner"])
-            _set_rng_state(ckpt["rng"])
-            rows = ckpt["rows"]
-            start_step = resumed_from = int(ckpt["step"])
-            elapsed_before = float(ckpt["elapsed_s"])
-            log.info("resuming from %s at step %d of %d", ckpt_path, start_step, total_steps)
-        elif init_from is not None:
-            _load_init(raw, cfg, Path(init_from), device)
-            log.info("initialised from %s", init_from)
-        pruner.mask_weights()
-
-        model: torch.nn.Module = raw
-        if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
-        if tr["compile"]:
-            import torch._dynamo as dynamo
-
-            # a machine where inductor cannot build its kernels (no C++ compiler) trains eagerly
-            dynamo.config.suppress_errors = True
-            if device.type == "cpu":
-                _quick_cpu_compile_start()
-            _compile_cache_per_isa(device)
-            model = torch.compile(model)
-
-        val_x, val_y = shards.fixed_windows("val", tr["eval_windows"], seq_len, seed=0)
-        # the final loss: a large fixed set of windows (the whole split by default), the same
-        # tokens for every run of the corpus, so schedules compare on identical text
-        final_windows = shards.fixed_windows(
-            "val", shards.num_tokens("val") if tr["final_eval_tokens"] is None else -(-tr["final_eval_tokens"] // seq_len),
-            seq_len, seed=0)
-        events = dict(schedule.events)
-        n_nonzero = pruner.n_nonzero_prunable()
-        compute = rows[-1]["compute"] if rows else 0.0
-        last_ckpt = (start_step, ckpt_path) if resumed_from is not None else None
-        lo, hi = dist.rank * local_rows, (dist.rank + 1) * local_rows
-        pending: list[tuple[int, torch.Tensor, float, int]] = []
-        params = list(raw.parameters())
-        flush_each_step = device.type == "cpu"
-        if dist.main:
-            log.info(
-                "run %s: N=%d prunable, %d embedding, %d total; %d steps x %d tokens; %d pruning events (%s)",
-                spec.get("run_id"), n_prunable, counts["n_embedding"], counts["n_total"], total_steps,
-                tokens_per_step, len(schedule.events), pr["method"],
-            )
-
-        def flush() -> None:
-            """Move pending losses into the step log; stop on a non-finite loss."""
-            nonlocal compute
-            if not pending:
-                return
-            losses = dist.mean(torch.stack([p[1] for p in pending]).float()).tolist()
-            for (st, _, lr_t, nz), loss_t in zip(pending, losses):
-                if not math.isfinite(loss_t):
-                    where = f"{last_ckpt[1]} (step {last_ckpt[0]})" if last_ckpt else "none (no checkpoint written yet)"
-                    raise TrainingDiverged(
-                        f"non-finite training loss ({loss_t}) at step {st + 1}; last good checkpoint: {where}"
-                    )
-                compute += 6.0 * nz * tokens_per_step
-                tokens = (st + 1) * tokens_per_step
-                rows.append(
-                    {"step": st + 1, "tokens": tokens, "lr": lr_t, "train_loss": loss_t, "val_loss": float("nan"),
-                     "density": nz / n_prunable, "n_nonzero": nz, "compute": compute, "n_avg": compute / (6.0 * tokens)}
-                )
-            pending.clear()
-
+        run = set_up(spec, data_dir, Path(out_dir), init_from, dist)
+        step_log = resume_or_init(run)
+        model = wrap_model(run)
+        curve_windows, final_windows = eval_windows(run)
         t0 = time.perf_counter()
-        t_log, tok_log = t0, 0
-        side_s = 0.0  # evaluation and checkpoint time inside the loop, left out of throughput
-        step = start_step
-        while step < total_steps:
-            if step in events:
-                pruner.prune_to(events[step], optimizer)
-                n_nonzero = pruner.n_nonzero_prunable()
-            lr_t = lr_at(step, total_steps, tr["lr"], warmup_steps, tr["min_lr_fraction"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr_t
-            x, y = shards.batch("train", seed=seed, step=step, batch_size=batch_size, seq_len=seq_len)
-            if dist.world > 1:
-                x, y = x[lo:hi], y[lo:hi]
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = torch.zeros((), device=device)
-            for i in range(accum_steps):  # gradient accumulation: the mean over the whole batch
-                rows_i = slice(i * micro_rows, (i + 1) * micro_rows)
-                # DDP all-reduces gradients once per step, on the last micro-batch
-                last = i == accum_steps - 1 or dist.world == 1
-                with contextlib.nullcontext() if last else model.no_sync():
-                    with _autocast(device):
-                        loss_i = model(x[rows_i], y[rows_i]) / accum_steps
-                    loss_i.backward()
-                loss += loss_i.detach()
-            pruner.mask_grads()
-            if tr["grad_clip"] is not None:
-                torch.nn.utils.clip_grad_norm_(params, tr["grad_clip"], foreach=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            pending.append((step, loss.detach(), lr_t, n_nonzero))
-            step += 1
-            if step_times is not None:
-                step_times.append(time.perf_counter())
-
-            is_eval = step % tr["eval_every"] == 0 and step < total_steps
-            is_ckpt = step % tr["checkpoint_every"] == 0 and step < total_steps
-            is_log = step % tr["log_every"] == 0
-            if flush_each_step or is_eval or is_ckpt or is_log:
-                flush()
-            if is_eval:
-                t_eval = time.perf_counter()  # flush() synchronised the device, so this times eval alone
-                rows[-1]["val_loss"] = evaluate(raw, val_x, val_y, micro_rows, device)
-                side_s += time.perf_counter() - t_eval
-            if is_log and dist.main:
-                now = time.perf_counter()
-                tok_log_now = (step - start_step) * tokens_per_step
-                log.info(
-                    "step %d/%d loss %.4f%s lr %.2e density %.4f tok/s %.0f",
-                    step, total_steps, rows[-1]["train_loss"],
-                    f" val {rows[-1]['val_loss']:.4f}" if is_eval else "", lr_t, n_nonzero / n_prunable,
-                    (tok_log_now - tok_log) / max(now - t_log, 1e-9),
-                )
-                t_log, tok_log = now, tok_log_now
-            if is_ckpt:
-                t_ckpt = time.perf_counter()
-                if dist.main:
-                    _save_checkpoint(
-                        ckpt_path, step, raw, optimizer, pruner, rows, fingerprint,
-                        elapsed_before + time.perf_counter() - t0,
-                    )
-                last_ckpt = (step, ckpt_path)
-                side_s += time.perf_counter() - t_ckpt
-        flush()
-        step_s = time.perf_counter() - t0 - side_s
-        if total_steps in events:  # an event at the very end of training
-            pruner.prune_to(events[total_steps], optimizer)
-            n_nonzero = pruner.n_nonzero_prunable()
-        # forward only: on a CPU, larger batches than training's run faster
-        final_eval = evaluate_precisely(raw, *final_windows, micro_rows * (4 if device.type == "cpu" else 1), device)
-        final_val = final_eval["loss"]
-        if not math.isfinite(final_val):
-            raise TrainingDiverged(f"non-finite final validation loss ({final_val}) at step {total_steps}")
-        rows[-1]["val_loss"] = evaluate(raw, val_x, val_y, micro_rows, device)  # the curve stays on its windows
-        loop_s = time.perf_counter() - t0
-        wall_s = elapsed_before + loop_s
-
-        target = pr["final_sparsity"] if pr["method"] != "dense" else 0.0
-        errors = pruner.check(target) if pruner.active else []
-        if errors:
-            raise RuntimeError("achieved sparsity is off target by more than one weight: " + "; ".join(errors))
+        step_s = train(run, model, step_log, curve_windows, step_times)
+        final_eval = final_evaluation(run, step_log.rows, curve_windows, final_windows)
+        wall_s = step_log.elapsed_before + time.perf_counter() - t0
         if not dist.main:
             return None
-
-        n_final = pruner.n_nonzero_prunable()
-        tokens = total_steps * tokens_per_step
-        device_name = _device_name(device)
-        train_tokens_per_s = (total_steps - start_step) * tokens_per_step / step_s if step_s > 0 else None
-        model_flops_per_token = flops_per_token(cfg, seq_len)
-        model_flops_per_s = None if train_tokens_per_s is None else train_tokens_per_s * model_flops_per_token
-        peak = peak_flops(device_name, tr["peak_flops"])
-        dens = np.array([r["density"] for r in rows])
-        metrics = {
-            "run_id": spec["run_id"], "corpus": spec["corpus"], "scale": spec["scale"], "budget": spec["budget"],
-            "schedule": spec["schedule"], "seed": seed, "method": pr["method"], "shape": pr["shape"],
-            "target_sparsity": target, "start": pr["start"], "end": pr["end"],
-            "start_step": schedule.start_step if schedule.events else None,
-            "end_step": schedule.end_step if schedule.events else None,
-            "final_val_loss": final_val, "final_val_loss_se": final_eval["se_token"],
-            "final_val_loss_se_window": final_eval["se_window"], "final_val_tokens": final_eval["tokens"],
-            "final_train_loss": rows[-1]["train_loss"],
-            "n_prunable": n_prunable, "n_final": n_final, "n_avg": rows[-1]["n_avg"],
-            "n_embedding": counts["n_embedding"], "n_embedding_nonzero": _embedding_nonzero(pruner, counts),
-            "n_total": counts["n_total"], "tokens": tokens, "budget_tokens": budget_tokens, "steps": total_steps,
-            "compute": rows[-1]["compute"], "sparsity": 1.0 - n_final / n_prunable, "mean_density": float(dens.mean()),
-            "epochs": shards.epochs("train", tokens), "wall_time_s": wall_s, "tokens_per_s": tokens / wall_s if wall_s > 0 else None,
-            "train_tokens_per_s": train_tokens_per_s, "model_flops_per_token": model_flops_per_token,
-            "model_flops_per_s": model_flops_per_s, "peak_flops": peak,
-            "mfu": None if model_flops_per_s is None else mfu(model_flops_per_s, peak, dist.world),
-            "device": device_name, "sparsity_per_layer": pruner.sparsity_per_layer(),
-            "schedule_events": schedule.to_dict(), "spec": spec, "versions": _versions(),
-            "provenance": {
-                "host": socket.gethostname(), "git": git_state(Path(__file__).resolve().parent), "threads": torch.get_num_threads() if device.type == "cpu" else None,
-                "world_size": dist.world, "resumed_from_step": resumed_from, "init_from": None if init_from is None else str(init_from),
-                "data_dir": str(data_dir), "data_sha256": shards.manifest.get("sha256"), "argv": ["sparsescale", *sys.argv[1:]],
-                "compile": tr["compile"], "dtype": "bfloat16-autocast" if device.type == "cuda" else "float32",
-                # the CPU kernels' vector ISA: floats differ in the last bits between ISAs
-                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            },
-        }
-        _write_outputs(out_dir, spec, cfg, raw, pruner, rows, metrics)
-        ckpt_path.unlink(missing_ok=True)
+        metrics = run_metrics(run, step_log, final_eval, step_s, wall_s)
+        write_outputs(run, step_log.rows, metrics)
+        run.ckpt_path.unlink(missing_ok=True)
         log.info(
             "done: final val loss %.4f, sparsity %.4f (target %.4f), N_final %d, N_avg %.0f, %.0f tokens/s (training steps), "
             "MFU %s, %.1f s",
-            final_val, metrics["sparsity"], target, n_final, metrics["n_avg"], train_tokens_per_s or 0,
+            metrics["final_val_loss"], metrics["sparsity"], run.target_sparsity, metrics["n_final"], metrics["n_avg"],
+            metrics["train_tokens_per_s"] or 0,
             "n/a (no peak known for this device)" if metrics["mfu"] is None else f"{metrics['mfu']:.1%}", wall_s,
         )
         return metrics
     finally:
         dist.close()
+
+
+def train(run: Run, model: torch.nn.Module, step_log: StepLog, curve_windows: tuple, step_times: list | None) -> float:
+    """The training loop, from the step log's start to the last step; returns the seconds spent
+    in training steps (evaluation and checkpoints inside the loop left out)."""
+    tr, pruner, total_steps = run.tr, run.pruner, run.total_steps
+    events = dict(run.schedule.events)
+    n_nonzero = pruner.n_nonzero_prunable()
+    flush_each_step = run.device.type == "cpu"
+    t0 = time.perf_counter()
+    t_log, tok_log = t0, 0
+    side_s = 0.0  # evaluation and checkpoint time inside the loop, left out of throughput
+    step = step_log.start_step
+    while step < total_steps:
+        if step in events:
+            pruner.prune_to(events[step], run.optimizer)
+            n_nonzero = pruner.n_nonzero_prunable()
+        lr = lr_at(step, total_steps, tr["lr"], run.warmup_steps, tr["min_lr_fraction"])
+        loss = optimisation_step(run, model, step, lr)
+        step_log.add(step, loss, lr, n_nonzero)
+        step += 1
+        if step_times is not None:
+            step_times.append(time.perf_counter())
+
+        is_eval = step % tr["eval_every"] == 0 and step < total_steps
+        is_ckpt = step % tr["checkpoint_every"] == 0 and step < total_steps
+        is_log = step % tr["log_every"] == 0
+        if flush_each_step or is_eval or is_ckpt or is_log:
+            step_log.flush()
+        if is_eval:
+            t_eval = time.perf_counter()  # flush() synchronised the device, so this times eval alone
+            step_log.rows[-1]["val_loss"] = evaluate(run.raw, *curve_windows, run.micro_rows, run.device)
+            side_s += time.perf_counter() - t_eval
+        if is_log and run.dist.main:
+            now, tokens = time.perf_counter(), (step - step_log.start_step) * run.tokens_per_step
+            log.info(
+                "step %d/%d loss %.4f%s lr %.2e density %.4f tok/s %.0f",
+                step, total_steps, step_log.rows[-1]["train_loss"],
+                f" val {step_log.rows[-1]['val_loss']:.4f}" if is_eval else "", lr, n_nonzero / run.n_prunable,
+                (tokens - tok_log) / max(now - t_log, 1e-9),
+            )
+            t_log, tok_log = now, tokens
+        if is_ckpt:
+            t_ckpt = time.perf_counter()
+            if run.dist.main:
+                save_checkpoint(run, step, step_log.rows, step_log.elapsed_before + time.perf_counter() - t0)
+            step_log.last_ckpt = (step, run.ckpt_path)
+            side_s += time.perf_counter() - t_ckpt
+    step_log.flush()
+    return time.perf_counter() - t0 - side_s
+
+
+def optimisation_step(run: Run, model: torch.nn.Module, step: int, lr: float) -> torch.Tensor:
+    """One AdamW step at ``lr`` on batch (seed, step), its gradient the mean over the batch's
+    micro-batches; pruned weights get no gradient. Returns the batch's loss, on the device."""
+    tr, device = run.tr, run.device
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    x, y = run.shards.batch("train", seed=run.spec["seed"], step=step, batch_size=tr["batch_size"], seq_len=tr["seq_len"])
+    if run.dist.world > 1:
+        x, y = x[run.rank_rows], y[run.rank_rows]
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    loss = torch.zeros((), device=device)
+    for i in range(run.accum_steps):
+        rows = slice(i * run.micro_rows, (i + 1) * run.micro_rows)
+        # DDP all-reduces gradients once per step, on the last micro-batch
+        last = i == run.accum_steps - 1 or run.dist.world == 1
+        with contextlib.nullcontext() if last else model.no_sync():
+            with _autocast(device):
+                loss_i = model(x[rows], y[rows]) / run.accum_steps
+            loss_i.backward()
+        loss += loss_i.detach()
+    run.pruner.mask_grads()
+    if tr["grad_clip"] is not None:
+        torch.nn.utils.clip_grad_norm_(run.params, tr["grad_clip"], foreach=True)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def set_up(spec: dict, data_dir: str | os.PathLike, out_dir: Path, init_from: str | os.PathLike | None,
+           dist: _Dist) -> Run:
+    """Device, data, the seeded model, pruner, optimizer and step counts; checks what the spec
+    asks against the data, the model and the number of ranks."""
+    from sparsescale.data.loader import TokenShards
+
+    tr, pr = spec["training"], spec["pruning"]
+    device = dist.device(tr["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(tr["threads"])
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if tr["batch_size"] % dist.world:
+        raise InputError(f"spec.training.batch_size: {tr['batch_size']} is not divisible by WORLD_SIZE {dist.world}")
+    local_rows = tr["batch_size"] // dist.world
+    micro_rows = tr["micro_batch_size"] or local_rows
+    if local_rows % micro_rows:
+        raise InputError(
+            f"spec.training.micro_batch_size: {micro_rows} does not divide the per-device batch "
+            f"{local_rows} (batch_size {tr['batch_size']} / WORLD_SIZE {dist.world})"
+        )
+    if pr["init"] == "dense" and init_from is None and not (out_dir / CHECKPOINT).is_file():
+        raise InputError("spec.pruning.init: 'dense' needs --init-from MODEL_PT (the trained dense model)")
+
+    shards = TokenShards(data_dir, verify=True)
+    cfg = ModelConfig(vocab_size=shards.vocab_size, max_seq_len=tr["seq_len"],
+                      **{k: spec["model"][k] for k in ("d_model", "n_layers", "n_heads", "d_ff")})
+    torch.manual_seed(spec["seed"])
+    np.random.seed(spec["seed"])
+    random.seed(spec["seed"])
+    raw = Transformer(cfg).to(device)
+    counts = param_counts(raw)
+    budget_tokens, total_steps = budget_steps(spec["budget_spec"], counts["n_prunable"], tr["batch_size"] * tr["seq_len"])
+    try:
+        schedule = build_schedule(pr, total_steps)
+    except ValueError as err:
+        raise InputError(f"spec.pruning: {err}") from err
+    if pr["method"] == "nm":
+        bad = [n for n, m in raw.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % pr["m"]]
+        if bad:
+            raise InputError(f"spec.pruning.m: {pr['m']} does not divide the input width of {bad[0]}")
+    return Run(
+        spec=spec, out_dir=out_dir, data_dir=str(data_dir), init_from=None if init_from is None else str(init_from),
+        dist=dist, device=device, shards=shards, cfg=cfg, raw=raw, params=list(raw.parameters()), counts=counts,
+        pruner=pruner_for_model(raw, pr), optimizer=make_optimizer(raw, tr), schedule=schedule,
+        budget_tokens=budget_tokens, total_steps=total_steps, warmup_steps=round(tr["warmup_fraction"] * total_steps),
+        micro_rows=micro_rows, accum_steps=local_rows // micro_rows,
+        rank_rows=slice(dist.rank * local_rows, (dist.rank + 1) * local_rows),
+    )
+
+
+def wrap_model(run: Run) -> torch.nn.Module:
+    """The model the steps call: DDP across ranks, then torch.compile, as the spec asks."""
+    model: torch.nn.Module = run.raw
+    if run.dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(run.raw, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if run.tr["compile"]:
+        import torch._dynamo as dynamo
+
+        # a machine where inductor cannot build its kernels (no C++ compiler) trains eagerly
+        dynamo.config.suppress_errors = True
+        if run.device.type == "cpu":
+            _quick_cpu_compile_start()
+        _compile_cache_per_isa(run.device)
+        model = torch.compile(model)
+    return model
+
+
+def eval_windows(run: Run) -> tuple[tuple, tuple]:
+    """The validation windows of the loss curve, and those of the final loss: a large fixed
+    set (the whole split by default), the same tokens for every run of the corpus, so
+    schedules compare on identical text."""
+    tr, seq_len = run.tr, run.tr["seq_len"]
+    curve = run.shards.fixed_windows("val", tr["eval_windows"], seq_len, seed=0)
+    n_final = run.shards.num_tokens("val") if tr["final_eval_tokens"] is None else -(-tr["final_eval_tokens"] // seq_len)
+    final = run.shards.fixed_windows("val", n_final, seq_len, seed=0)
+    if run.dist.main:
+        log.info(
+            "run %s: N=%d prunable, %d embedding, %d total; %d steps x %d tokens; %d pruning events (%s)",
+            run.spec.get("run_id"), run.n_prunable, run.counts["n_embedding"], run.counts["n_total"], run.total_steps,
+            run.tokens_per_step, len(run.schedule.events), run.spec["pruning"]["method"],
+        )
+    return curve, final
+
+
+# ----------------------------------------------------------------------------- resume and save
+
+
+def resume_or_init(run: Run) -> StepLog:
+    """Resume from the run's checkpoint if there is one, else start from ``--init-from``'s
+    weights or the seeded initialisation; returns the step log to continue."""
+    rows, start_step, elapsed_before, resumed_from = [], 0, 0.0, None
+    for stale in run.out_dir.glob(f".{CHECKPOINT}.*.tmp") if run.dist.main else ():
+        stale.unlink(missing_ok=True)  # left by a killed checkpoint write
+    if run.ckpt_path.is_file():
+        ckpt = load_checkpoint(run)
+        rows = ckpt["rows"]
+        start_step = resumed_from = int(ckpt["step"])
+        elapsed_before = float(ckpt["elapsed_s"])
+        log.info("resuming from %s at step %d of %d", run.ckpt_path, start_step, run.total_steps)
+    elif run.init_from is not None:
+        load_init(run, Path(run.init_from))
+        log.info("initialised from %s", run.init_from)
+    run.pruner.mask_weights()
+    return StepLog(run, rows, start_step, elapsed_before, resumed_from)
+
+
+def _fingerprint(spec: dict, init_from: str | None) -> str:
+    """What a checkpoint must agree with to be resumed (everything that changes the numbers)."""
+    training = {k: v for k, v in spec["training"].items() if k not in RUNTIME_KEYS}
+    key = {k: spec[k] for k in ("seed", "model", "budget_spec", "pruning")}
+    key["training"] = training
+    key["init_from"] = bool(init_from)
+    return json.dumps(key, sort_keys=True)
+
+
+def save_checkpoint(run: Run, step: int, rows: list[dict], elapsed_s: float) -> None:
+    """Everything the remaining steps read: weights, AdamW state, masks, the step log, RNG states."""
+    save_verified(run.ckpt_path, {
+        "step": step, "model": run.raw.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "pruner": run.pruner.state_dict(), "rows": rows, "rng": _rng_state(),
+        "fingerprint": _fingerprint(run.spec, run.init_from), "elapsed_s": elapsed_s,
+    })
+
+
+def load_checkpoint(run: Run) -> dict:
+    """Load the run's checkpoint into its model, optimizer, pruner and RNGs; refuse one that
+    cannot be verified or was written for another spec."""
+    ckpt = load_verified(run.ckpt_path, RESTART, map_location=run.device)
+    if ckpt.get("fingerprint") != _fingerprint(run.spec, run.init_from):
+        raise CheckpointError(f"{run.ckpt_path}: written for a different spec; {RESTART}")
+    run.raw.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.pruner.load_state_dict(ckpt["pruner"])
+    _set_rng_state(ckpt["rng"])
+    return ckpt
+
+
+def _rng_state() -> dict:
+    # numpy's state as plain values: a checkpoint holds tensors and plain containers only
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached_gaussian],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    # the checkpoint was loaded onto the training device; generators take their states on the CPU
+    torch.set_rng_state(state["torch"].cpu())
+    name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def load_init(run: Run, path: Path) -> None:
+    """Start from the weights of a trained dense run's ``model.pt`` (``--init-from``)."""
+    if not path.is_file():
+        raise InputError(f"--init-from: {path} not found")
+    state = load_verified(path, f"rerun the dense run that writes it (delete {path} first)", map_location=run.device)
+    if "model" not in state:
+        raise InputError(f"--init-from: {path} is not a sparsescale model.pt (no 'model' entry)")
+    saved = state.get("model_config", {})
+    for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
+        if key in saved and saved[key] != getattr(run.cfg, key):
+            raise InputError(f"--init-from: {path} has model {key}={saved[key]}, this run needs {getattr(run.cfg, key)}")
+    try:
+        run.raw.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise InputError(f"--init-from: {path} does not fit this model ({err})") from err
+
+
+# ----------------------------------------------------------------------------- the end of a run
+
+
+def final_evaluation(run: Run, rows: list[dict], curve_windows: tuple, final_windows: tuple) -> dict:
+    """The pruning event at the end of training if any, then the final loss (with its standard
+    errors) and the curve's last point; checks the sparsity reached."""
+    events = dict(run.schedule.events)
+    if run.total_steps in events:
+        run.pruner.prune_to(events[run.total_steps], run.optimizer)
+    # forward only: on a CPU, larger batches than training's run faster
+    final_eval = evaluate_precisely(run.raw, *final_windows, run.micro_rows * (4 if run.device.type == "cpu" else 1),
+                                    run.device)
+    if not math.isfinite(final_eval["loss"]):
+        raise TrainingDiverged(f"non-finite final validation loss ({final_eval['loss']}) at step {run.total_steps}")
+    rows[-1]["val_loss"] = evaluate(run.raw, *curve_windows, run.micro_rows, run.device)  # the curve stays on its windows
+    errors = run.pruner.check(run.target_sparsity) if run.pruner.active else []
+    if errors:
+        raise RuntimeError("achieved sparsity is off target by more than one weight: " + "; ".join(errors))
+    return final_eval
+
+
+def run_metrics(run: Run, step_log: StepLog, final_eval: dict, step_s: float, wall_s: float) -> dict:
+    """metrics.json: the run's losses, sizes, compute, speed and provenance."""
+    spec, pr, rows, device = run.spec, run.spec["pruning"], step_log.rows, run.device
+    n_final = run.pruner.n_nonzero_prunable()
+    tokens = run.total_steps * run.tokens_per_step
+    device_name = _device_name(device)
+    trained = run.total_steps - step_log.start_step
+    train_tokens_per_s = trained * run.tokens_per_step / step_s if step_s > 0 else None
+    model_flops_per_token = flops_per_token(run.cfg, run.tr["seq_len"])
+    model_flops_per_s = None if train_tokens_per_s is None else train_tokens_per_s * model_flops_per_token
+    peak = peak_flops(device_name, run.tr["peak_flops"])
+    has_events = bool(run.schedule.events)
+    return {
+        "run_id": spec["run_id"], "corpus": spec["corpus"], "scale": spec["scale"], "budget": spec["budget"],
+        "schedule": spec["schedule"], "seed": spec["seed"], "method": pr["method"], "shape": pr["shape"],
+        "target_sparsity": run.target_sparsity, "start": pr["start"], "end": pr["end"],
+        "start_step": run.schedule.start_step if has_events else None,
+        "end_step": run.schedule.end_step if has_events else None,
+        "final_val_loss": final_eval["loss"], "final_val_loss_se": final_eval["se_token"],
+        "final_val_loss_se_window": final_eval["se_window"], "final_val_tokens": final_eval["tokens"],
+        "final_train_loss": rows[-1]["train_loss"],
+        "n_prunable": run.n_prunable, "n_final": n_final, "n_avg": rows[-1]["n_avg"],
+        "n_embedding": run.counts["n_embedding"], "n_embedding_nonzero": _embedding_nonzero(run.pruner, run.counts),
+        "n_total": run.counts["n_total"], "tokens": tokens, "budget_tokens": run.budget_tokens, "steps": run.total_steps,
+        "compute": rows[-1]["compute"], "sparsity": 1.0 - n_final / run.n_prunable,
+        "mean_density": float(np.array([r["density"] for r in rows]).mean()),
+        "epochs": run.shards.epochs("train", tokens), "wall_time_s": wall_s, "tokens_per_s": tokens / wall_s if wall_s > 0 else None,
+        "train_tokens_per_s": train_tokens_per_s, "model_flops_per_token": model_flops_per_token,
+        "model_flops_per_s": model_flops_per_s, "peak_flops": peak,
+        "mfu": None if model_flops_per_s is None else mfu(model_flops_per_s, peak, run.dist.world),
+        "device": device_name, "sparsity_per_layer": run.pruner.sparsity_per_layer(),
+        "schedule_events": run.schedule.to_dict(), "spec": spec, "versions": _versions(),
+        "provenance": {
+            "host": socket.gethostname(), "git": git_state(Path(__file__).resolve().parent),
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "world_size": run.dist.world, "resumed_from_step": step_log.resumed_from, "init_from": run.init_from,
+            "data_dir": run.data_dir, "data_sha256": run.shards.manifest.get("sha256"), "argv": ["sparsescale", *sys.argv[1:]],
+            "compile": run.tr["compile"], "dtype": "bfloat16-autocast" if device.type == "cuda" else "float32",
+            # the CPU kernels' vector ISA: floats differ in the last bits between ISAs
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
+    }
+
+
+def write_outputs(run: Run, rows: list[dict], metrics: dict) -> None:
+    """steps.parquet, config.json, model.pt and, last, metrics.json (each written atomically)."""
+    import pandas as pd
+
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows, columns=["step", "tokens", "lr", "train_loss", "val_loss", "density", "n_nonzero", "compute", "n_avg"])
+    frame = frame.astype({"step": "int64", "tokens": "int64", "n_nonzero": "int64"})
+    write_parquet(run.out_dir / "steps.parquet", frame)
+    write_json(run.out_dir / "config.json", run.spec)  # the resolved spec (usable again as --spec)
+    save_verified(run.out_dir / "model.pt", {
+        "model": {k: v.detach().cpu() for k, v in run.raw.state_dict().items()},
+        "masks": run.pruner.state_dict()["masks"], "model_config": run.cfg.to_dict(), "spec": run.spec,
+    })
+    write_json(run.out_dir / "metrics.json", metrics)
 
 
 def _embedding_nonzero(pruner, counts: dict) -> int:
@@ -753,45 +909,6 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.processor() or platform.machine()}"
-
-
-def _save_checkpoint(path: Path, step: int, raw, optimizer, pruner, rows, fingerprint: str, elapsed_s: float) -> None:
-    save_verified(path, {
-        "step": step, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-        "pruner": pruner.state_dict(), "rows": rows, "rng": _rng_state(), "fingerprint": fingerprint,
-        "elapsed_s": elapsed_s,
-    })
-
-
-def _load_init(raw: Transformer, cfg: ModelConfig, path: Path, device: torch.device) -> None:
-    if not path.is_file():
-        raise InputError(f"--init-from: {path} not found")
-    state = load_verified(path, f"rerun the dense run that writes it (delete {path} first)", map_location=device)
-    if "model" not in state:
-        raise InputError(f"--init-from: {path} is not a sparsescale model.pt (no 'model' entry)")
-    saved = state.get("model_config", {})
-    for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
-        if key in saved and saved[key] != getattr(cfg, key):
-            raise InputError(f"--init-from: {path} has model {key}={saved[key]}, this run needs {getattr(cfg, key)}")
-    try:
-        raw.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise InputError(f"--init-from: {path} does not fit this model ({err})") from err
-
-
-def _write_outputs(out_dir: Path, spec, cfg: ModelConfig, raw, pruner, rows: list[dict], metrics: dict) -> None:
-    import pandas as pd
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows, columns=["step", "tokens", "lr", "train_loss", "val_loss", "density", "n_nonzero", "compute", "n_avg"])
-    frame = frame.astype({"step": "int64", "tokens": "int64", "n_nonzero": "int64"})
-    write_parquet(out_dir / "steps.parquet", frame)
-    write_json(out_dir / "config.json", spec)  # the resolved spec (usable again as --spec)
-    save_verified(out_dir / "model.pt", {
-        "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()}, "masks": pruner.state_dict()["masks"],
-        "model_config": cfg.to_dict(), "spec": spec,
-    })
-    write_json(out_dir / "metrics.json", metrics)
 
 
 def schedule_preview(spec: dict, n_prunable: int) -> Schedule:
