@@ -179,37 +179,38 @@ def summary_provenance(summary: str) -> str:
 
 
 _NUMBER = r"[-+]?[\d.]+(?:e[-+]?\d+)?"
-# The headline of each claim, read from its "our result" cell (the claims' own wording, sparsescale.claims).
+# The headline of each claim, read from its "our result" cell (the claims' own wording, sparsescale.claims):
+# (pattern, template of each match, prefix of the matches joined by "; ").
 HEADLINES = (
     (re.compile(rf"largest gap (?P<gap>{_NUMBER}) nats \(95% ± (?P<hw>{_NUMBER}), s\.e\. {_NUMBER}, margin "
                 rf"(?P<margin>{_NUMBER})\)"),
-     "worst group: 25%→75% is {gap} ± {hw} nats worse than the best window (margin {margin})"),
+     "worst group: 25%→75% is {gap} ± {hw} nats worse than the best window (margin {margin})", ""),
     (re.compile(rf"(?:^|; )(?P<name>[^:;]+): MAE N̄ {_NUMBER} vs final N {_NUMBER}, ratio (?P<ratio>{_NUMBER}) "
                 rf"\[95%: (?P<low>{_NUMBER}), (?P<high>{_NUMBER})\]"),
-     "{name} {ratio} [{low}, {high}]"),
+     "{name} {ratio} [{low}, {high}]", "MAE ratio N̄ / final N: "),
     (re.compile(r"bootstrap interval: (?P<intervals>.*?) \(\d+ refits\)"),
-     "rise of S_opt over 64x compute, 95%: {intervals}"),
+     "rise of S_opt over 64x compute, 95%: {intervals}", ""),
     (re.compile(rf"E = (?P<E>{_NUMBER}) nats vs H = (?P<H>{_NUMBER}) nats \(synthetic\): (?P<rel>{_NUMBER}%); "
                 rf"E 95% CI \[(?P<low>{_NUMBER}), (?P<high>{_NUMBER})\]"),
-     "E = {E} [{low}, {high}] vs entropy rate H = {H} nats ({rel})"),
+     "E = {E} [{low}, {high}] vs entropy rate H = {H} nats ({rel})", ""),
 )
 
 
 def headline(ours: str) -> str:
     """The claim's headline number(s): every match of the first pattern that matches, else the first analysis."""
-    for pattern, template in HEADLINES:
+    for pattern, template, prefix in HEADLINES:
         found = [template.format(**m.groupdict()) for m in pattern.finditer(ours)]
         if found:
-            prefix = "MAE ratio N̄ / final N (below 0.90 to reproduce): " if "name" in pattern.groupindex else ""
             return prefix + "; ".join(found)
     return ours.split("; ", 1)[0]
 
 
 def results_table(summary: str, details: str) -> str:
     """The README's results block: one row per claim, its verdict and headline, linking to the details."""
-    lines = ["| claim | verdict | headline | details |", "|---|---|---|---|"]
+    lines = ["| claim | verdict | headline | margin | details |", "|---|---|---|---|---|"]
     for row in summary_rows(summary):
-        lines.append(f"| {row['claim']} | **{row['verdict']}** | {headline(row['ours'])} | [all analyses]({details}) |")
+        lines.append(f"| {row['claim']} | **{row['verdict']}** | {headline(row['ours'])} | {row['margin']} | "
+                     f"[all analyses]({details}) |")
     lines += ["", f"Measured on: the default study, {summary_provenance(summary)} (`{details}`)."]
     return "\n".join(lines)
 
