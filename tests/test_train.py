@@ -103,6 +103,12 @@ def make_spec(method: str = "global", tokens: int = 24_576, **over) -> dict:
         (lambda s: s.update(budget_spec={"tokens": 1, "tokens_per_param": 2}), "budget_spec"),
         (lambda s: s["model"].update(n_heads=3), "n_heads"),
         (lambda s: s["training"].update(peak_flops=0), "peak_flops"),
+        (lambda s: s["training"].update(seq_len=32.0), "seq_len"),  # a JSON integer, not a float
+        (lambda s: s["training"].update(lr=float("nan")), "lr"),
+        (lambda s: s.update(seed=True), "seed"),
+        (lambda s: s["pruning"].update(shape=None), "shape"),  # null only in a dense run's resolved spec
+        (lambda s: (s["pruning"].pop("end"), s["pruning"].update(duration=0.9)), "duration"),
+        (lambda s: s["training"].update(final_eval_tokens=5), "final_eval_tokens"),
     ],
 )
 def test_spec_errors_name_the_key(mutate, key):
@@ -110,6 +116,17 @@ def test_spec_errors_name_the_key(mutate, key):
     mutate(spec)
     with pytest.raises(InputError, match=key.replace("/", ".")):
         validate_spec(spec)
+
+
+def test_spec_schema_names_what_the_pruner_knows():
+    from sparsescale.pruning import BASES, EMBEDDING_SPARSITY, METHODS, SHAPES
+    from sparsescale.run_spec import load_schema
+
+    pruning = load_schema()["properties"]["pruning"]["properties"]
+    assert pruning["method"]["enum"] == list(METHODS)
+    assert [v for v in pruning["shape"]["enum"] if v] == list(SHAPES)
+    assert [v for v in pruning["basis"]["enum"] if v] == list(BASES)
+    assert pruning["embedding_sparsity"]["enum"] == list(EMBEDDING_SPARSITY)
 
 
 def test_spec_defaults_and_nm():
@@ -213,6 +230,7 @@ def test_tokens_per_param_budget_and_dense(shards, tmp_path):
     assert m["budget_tokens"] == pytest.approx(0.5 * m["n_prunable"])
     assert m["steps"] == math.ceil(0.5 * m["n_prunable"] / 256)
     assert m["sparsity"] == 0.0 and m["n_avg"] == m["n_prunable"] and m["mean_density"] == 1.0
+    assert validate_spec(m["spec"]) == m["spec"]  # a dense run's resolved spec, nulls and all, is a spec again
 
 
 def test_throughput_and_mfu_accounting(shards, tmp_path):

@@ -22,7 +22,6 @@ is bit-identical to an uninterrupted one on CPU, and on a CUDA GPU in eager mode
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -44,223 +43,19 @@ from sparsescale.io import InputError, get_logger, write_json, write_parquet
 from sparsescale.hardware import mfu, peak_flops
 from sparsescale.model import ModelConfig, Transformer, flops_per_token, param_counts
 from sparsescale.provenance import git_state
-from sparsescale.pruning import (
-    BASES,
-    EMBEDDING_SPARSITY,
-    METHODS,
-    SHAPES,
-    Schedule,
-    build_schedule,
-    pruner_for_model,
-)
+from sparsescale.pruning import Schedule, build_schedule, pruner_for_model
+from sparsescale.run_spec import validate_spec
 
 log = get_logger("sparsescale.train")
 
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "seq_len": 128,
-    "batch_size": 16,
-    "lr": 0.003,
-    "warmup_fraction": 0.05,
-    "min_lr_fraction": 0.1,
-    "weight_decay": 0.1,
-    "betas": [0.9, 0.95],
-    "eps": 1e-8,
-    "grad_clip": 1.0,
-    "eval_every": 50,
-    "eval_windows": 32,
-    "final_eval_tokens": None,
-    "checkpoint_every": 200,
-    "log_every": 50,
-    "compile": False,
-    "device": "auto",
-    "threads": 1,
-    "peak_flops": None,
-    "micro_batch_size": None,
-}
 # training keys that do not change the numbers a run produces (may differ on resume)
 RUNTIME_KEYS = ("checkpoint_every", "log_every", "device", "threads", "compile", "peak_flops", "micro_batch_size")
-TOP_LEVEL = ("run_id", "corpus", "scale", "budget", "schedule", "seed", "model", "budget_spec", "pruning", "training")
-PRUNING_KEYS = (
-    "method", "shape", "final_sparsity", "start", "end", "duration", "basis", "every", "n", "m",
-    "embedding_sparsity", "init",
-)
 CHECKPOINT = "checkpoint.pt"
 RESTART = "delete it to restart the run from step 0"
 
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss: the run stops and writes no final metrics."""
-
-
-# ----------------------------------------------------------------------------- spec
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def validate_spec(spec: Any) -> dict:
-    """Check a run spec and return it resolved (defaults filled in); InputError names the key."""
-    if not isinstance(spec, dict):
-        raise InputError("spec: must be a JSON object")
-    spec = copy.deepcopy(spec)
-    for key in ("seed", "model", "budget_spec", "pruning", "training"):
-        if key not in spec:
-            raise InputError(f"spec: missing key '{key}'")
-    unknown = sorted(set(spec) - set(TOP_LEVEL))
-    if unknown:
-        raise InputError(f"spec: unknown key(s) {unknown}")
-    for key in ("run_id", "corpus", "scale", "budget", "schedule"):
-        spec.setdefault(key, None)
-    if not _is_int(spec["seed"]) or spec["seed"] < 0:
-        raise InputError(f"spec.seed: must be a non-negative integer, got {spec['seed']!r}")
-
-    model = spec["model"]
-    if not isinstance(model, dict):
-        raise InputError("spec.model: must be an object")
-    for key in ("d_model", "n_layers", "n_heads", "d_ff"):
-        if key not in model:
-            raise InputError(f"spec.model: missing key '{key}'")
-        if not _is_int(model[key]) or model[key] < 1:
-            raise InputError(f"spec.model.{key}: must be a positive integer, got {model[key]!r}")
-    if set(model) - {"d_model", "n_layers", "n_heads", "d_ff"}:
-        raise InputError(f"spec.model: unknown key(s) {sorted(set(model) - {'d_model', 'n_layers', 'n_heads', 'd_ff'})}")
-    if model["d_model"] % model["n_heads"] or (model["d_model"] // model["n_heads"]) % 2:
-        raise InputError(
-            f"spec.model.n_heads: d_model {model['d_model']} must split into n_heads {model['n_heads']} heads of even size"
-        )
-
-    budget = spec["budget_spec"]
-    if not isinstance(budget, dict) or len(budget) != 1 or not set(budget) <= {"tokens", "tokens_per_param"}:
-        raise InputError("spec.budget_spec: must be exactly one of {'tokens': int} or {'tokens_per_param': number}")
-    (bkey, bval), = budget.items()
-    if not _is_num(bval) or bval <= 0:
-        raise InputError(f"spec.budget_spec.{bkey}: must be a positive number, got {bval!r}")
-
-    spec["training"] = _validate_training(spec["training"])
-    spec["pruning"] = _validate_pruning(spec["pruning"])
-    return spec
-
-
-def _validate_training(training: Any) -> dict:
-    if not isinstance(training, dict):
-        raise InputError("spec.training: must be an object")
-    unknown = sorted(set(training) - set(TRAINING_DEFAULTS))
-    if unknown:
-        raise InputError(f"spec.training: unknown key(s) {unknown}")
-    t = {**copy.deepcopy(TRAINING_DEFAULTS), **training}
-    for key in ("seq_len", "batch_size", "eval_every", "eval_windows", "checkpoint_every", "log_every", "threads"):
-        if not _is_int(t[key]) or t[key] < 1:
-            raise InputError(f"spec.training.{key}: must be a positive integer, got {t[key]!r}")
-    if not _is_num(t["lr"]) or t["lr"] <= 0:
-        raise InputError(f"spec.training.lr: must be a positive number, got {t['lr']!r}")
-    for key in ("warmup_fraction", "min_lr_fraction"):
-        if not _is_num(t[key]) or not 0 <= t[key] <= 1:
-            raise InputError(f"spec.training.{key}: must be in [0, 1], got {t[key]!r}")
-    if not _is_num(t["weight_decay"]) or t["weight_decay"] < 0:
-        raise InputError(f"spec.training.weight_decay: must be >= 0, got {t['weight_decay']!r}")
-    if not _is_num(t["eps"]) or t["eps"] <= 0:
-        raise InputError(f"spec.training.eps: must be > 0, got {t['eps']!r}")
-    if t["grad_clip"] is not None and (not _is_num(t["grad_clip"]) or t["grad_clip"] <= 0):
-        raise InputError(f"spec.training.grad_clip: must be > 0 or null, got {t['grad_clip']!r}")
-    b = t["betas"]
-    if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
-        raise InputError(f"spec.training.betas: must be two numbers in [0, 1), got {b!r}")
-    t["betas"] = [float(x) for x in b]
-    if not isinstance(t["compile"], bool):
-        raise InputError(f"spec.training.compile: must be true or false, got {t['compile']!r}")
-    if t["device"] not in ("auto", "cpu", "cuda"):
-        raise InputError(f"spec.training.device: must be auto, cpu or cuda, got {t['device']!r}")
-    if t["final_eval_tokens"] is not None and (not _is_int(t["final_eval_tokens"]) or t["final_eval_tokens"] < t["seq_len"]):
-        raise InputError(f"spec.training.final_eval_tokens: must be an integer >= seq_len ({t['seq_len']}) or null "
-                         f"(the whole validation split), got {t['final_eval_tokens']!r}")
-    if t["micro_batch_size"] is not None and (not _is_int(t["micro_batch_size"]) or t["micro_batch_size"] < 1):
-        raise InputError(f"spec.training.micro_batch_size: must be a positive integer or null, got {t['micro_batch_size']!r}")
-    if t["peak_flops"] is not None and (not _is_num(t["peak_flops"]) or t["peak_flops"] <= 0):
-        raise InputError(f"spec.training.peak_flops: must be a positive number (FLOP/s per device) or null, got {t['peak_flops']!r}")
-    return t
-
-
-def _validate_pruning(pruning: Any) -> dict:
-    if not isinstance(pruning, dict):
-        raise InputError("spec.pruning: must be an object")
-    unknown = sorted(set(pruning) - set(PRUNING_KEYS))
-    if unknown:
-        raise InputError(f"spec.pruning: unknown key(s) {unknown}")
-    p = dict(pruning)
-    method = p.get("method")
-    if method not in METHODS:
-        raise InputError(f"spec.pruning.method: must be one of {list(METHODS)}, got {method!r}")
-    p.setdefault("init", "scratch")
-    if p["init"] not in ("scratch", "dense"):
-        raise InputError(f"spec.pruning.init: must be scratch or dense, got {p['init']!r}")
-    if method == "dense":
-        return {
-            "method": "dense", "shape": None, "final_sparsity": 0.0, "start": None, "end": None, "basis": None,
-            "every": None, "n": None, "m": None, "embedding_sparsity": "none", "init": p["init"],
-        }
-    p.setdefault("shape", "geometric")
-    p.setdefault("basis", "compute")
-    p.setdefault("every", 10)
-    p.setdefault("embedding_sparsity", "none")
-    p.setdefault("n", None)
-    p.setdefault("m", None)
-    if p["shape"] not in SHAPES:
-        raise InputError(f"spec.pruning.shape: must be one of {list(SHAPES)}, got {p['shape']!r}")
-    if p["basis"] not in BASES:
-        raise InputError(f"spec.pruning.basis: must be one of {list(BASES)}, got {p['basis']!r}")
-    if p["embedding_sparsity"] not in EMBEDDING_SPARSITY:
-        raise InputError(f"spec.pruning.embedding_sparsity: must be one of {list(EMBEDDING_SPARSITY)}, got {p['embedding_sparsity']!r}")
-    if not _is_int(p["every"]) or p["every"] < 1:
-        raise InputError(f"spec.pruning.every: must be a positive integer, got {p['every']!r}")
-    if method == "nm":
-        n, m = p["n"], p["m"]
-        if not (_is_int(n) and _is_int(m) and 0 < n < m):
-            raise InputError(f"spec.pruning.n/m: need integers 0 < n < m, got n={n!r}, m={m!r}")
-        implied = 1.0 - n / m
-        fs = p.get("final_sparsity")
-        if fs is not None and (not _is_num(fs) or abs(fs - implied) > 1e-5):
-            raise InputError(f"spec.pruning.final_sparsity: {fs!r} disagrees with n:m = {n}:{m} (1 - n/m = {implied:.6f})")
-        p["final_sparsity"] = implied
-    else:
-        fs = p.get("final_sparsity")
-        if fs is None:
-            raise InputError(f"spec.pruning.final_sparsity: required for method '{method}'")
-        if not _is_num(fs) or not 0 <= fs < 1:
-            raise InputError(f"spec.pruning.final_sparsity: must be in [0, 1), got {fs!r}")
-        p["final_sparsity"] = float(fs)
-    if "start" not in p or p["start"] is None:
-        raise InputError(f"spec.pruning.start: required for method '{method}'")
-    if p.get("end") is None:
-        if p.get("duration") is None:
-            raise InputError("spec.pruning.end: required (or 'duration')")
-        p["end"] = p["start"] + p["duration"]
-    p.pop("duration", None)
-    for key in ("start", "end"):
-        if not _is_num(p[key]) or not 0 <= p[key] <= 1 + 1e-9:
-            raise InputError(f"spec.pruning.{key}: must be a fraction in [0, 1], got {p[key]!r}")
-        p[key] = min(float(p[key]), 1.0)
-    if p["end"] < p["start"]:
-        raise InputError(f"spec.pruning.end: {p['end']} is before start {p['start']}")
-    return p
-
-
-def load_spec(text_or_path: str) -> dict:
-    """``--spec`` is JSON text or the path of a JSON file."""
-    text = text_or_path.strip()
-    if not text.startswith("{"):
-        path = Path(text_or_path)
-        if not path.is_file():
-            raise InputError(f"--spec: {text_or_path} is neither JSON nor an existing file")
-        text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"--spec: not valid JSON ({err})") from err
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -7,7 +7,8 @@ import sys
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sparsescale.train import TrainingDiverged, load_spec, run_training
+    from sparsescale.run_spec import load_spec
+    from sparsescale.train import TrainingDiverged, run_training
 
     spec = load_spec(args.spec)
     try:
