@@ -37,11 +37,13 @@ SPARSITY_KEYS = ("a_S", "b_S", "c_S", "b_N", "a_D", "b_D", "c")
 LAW_NAMES = {
     "average_params": "N̄ law (average non-zero params)",
     "final_params": "final-N law (final non-zero params)",
+    "recovery": "N̄ law with recovery",
     "dense_only": "dense-only law",
     "sparsity": "sparsity law L(S, N, D)",
     "synthetic": "synthetic-corpus law",
 }
-DEFAULT_N_COL = {"average_params": "n_avg", "final_params": "n_final", "dense_only": "n_avg", "synthetic": "n_avg", "sparsity": "n_final"}
+DEFAULT_N_COL = {"average_params": "n_avg", "final_params": "n_final", "dense_only": "n_avg", "synthetic": "n_avg",
+                 "sparsity": "n_final", "recovery": "n_avg"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,6 +69,10 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
         if col not in frame.columns:
             frame[col] = None
     frame["family"] = frame.apply(schedule_family, axis=1)
+    if "steps" in frame.columns:
+        from sparsescale.laws.recovery import with_recovery_share
+
+        frame = with_recovery_share(frame)
     return frame
 
 
@@ -214,6 +220,13 @@ def select_fit_runs(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:
 
 def law_predictions(runs: pd.DataFrame, fit: dict, role: str) -> pd.Series:
     cols = fit_columns(fit, role)
+    if fit.get("law") == "recovery":
+        from sparsescale.laws.recovery import RecoveryLaw, with_recovery_share
+
+        law = RecoveryLaw().set_params(**{k: get_param(fit["params"], k) for k in RecoveryLaw.param_names})
+        runs = with_recovery_share(runs)
+        return pd.Series(law.predict(N=runs[cols["n"]], D=runs[cols["d"]], F=runs["n_final"], R=runs["recovery_share"]),
+                         index=runs.index)
     if role == "sparsity" or str(fit.get("law", "")).startswith("sparsity"):
         return pd.Series(sparsity_predict(fit["params"], runs[cols["s"]].fillna(0), runs[cols["n"]], runs[cols["d"]]), index=runs.index)
     return pd.Series(chinchilla_predict(fit["params"], runs[cols["n"]], runs[cols["d"]]), index=runs.index)

@@ -28,6 +28,8 @@ ROLE_DESCRIPTIONS = {
     "D": "training tokens",
     "S": "sparsity",
     "L": "loss",
+    "F": "final non-zero parameter count",
+    "R": "share of training after the last pruning event",
 }
 
 
@@ -176,7 +178,7 @@ class Law:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise InputError(f"column {name!r}: {_row_label(data, i)} is {arr[i]} (not finite)")
-            if role in ("N", "D", "L"):
+            if role in ("N", "D", "L", "F"):
                 bad = arr <= 0
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
@@ -184,6 +186,12 @@ class Law:
                         f"column {name!r}: {_row_label(data, i)} is {arr[i]:g}; "
                         f"{ROLE_DESCRIPTIONS[role]} must be positive"
                     )
+            if role == "R":
+                bad = (arr < 0) | (arr > 1)
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    raise InputError(f"column {name!r}: {_row_label(data, i)} is {arr[i]:g}; "
+                                     f"the {ROLE_DESCRIPTIONS[role]} must be in [0, 1]")
             if role == "S":
                 bad = (arr < 0) | (arr >= 1)
                 if bad.any():

@@ -53,10 +53,11 @@ def hoffmann_grid() -> np.ndarray:
     return np.stack([m.reshape(-1) for m in mesh], axis=1)
 
 
-def _objective_grad(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
-                    log_l: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
-    """Sum of Huber(log residual)/delta and its gradient, for one theta."""
-    a, b, e, alpha, beta = theta
+def objective_terms(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                    log_l: np.ndarray, delta: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Sum of Huber(log residual)/delta for one theta, and per point its derivative with
+    respect to the three log-terms a - alpha log N, b - beta log D and e."""
+    a, b, e, alpha, beta = theta[:5]
     t1 = a - alpha * log_n
     t2 = b - beta * log_d
     m = np.maximum(np.maximum(t1, t2), e)
@@ -68,10 +69,15 @@ def _objective_grad(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
     ar = np.abs(r)
     f = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta)).sum() / delta
     psi = np.clip(r, -delta, delta) / (delta * s)
-    p1 = psi * e1
-    p2 = psi * e2
-    g = np.array([p1.sum(), p2.sum(), (psi * e3).sum(), -(p1 @ log_n), -(p2 @ log_d)])
-    return float(f), g
+    return float(f), psi * e1, psi * e2, psi * e3
+
+
+def _objective_grad(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
+                    log_l: np.ndarray, delta: float) -> tuple[float, np.ndarray]:
+    """Sum of Huber(log residual)/delta and its gradient, for one theta."""
+    f, p1, p2, p3 = objective_terms(theta, log_n, log_d, log_l, delta)
+    g = np.array([p1.sum(), p2.sum(), p3.sum(), -(p1 @ log_n), -(p2 @ log_d)])
+    return f, g
 
 
 def batch_objective(thetas: np.ndarray, log_n: np.ndarray, log_d: np.ndarray,
@@ -140,11 +146,19 @@ class ChinchillaLaw(Law):
         self._top_thetas: np.ndarray | None = None
 
     # ------------------------------------------------------------------ fitting
-    def _fit_arrays(self, arrays: dict[str, np.ndarray], warm: Law | None = None) -> None:
+    def _screen(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """The objective at every start of the grid (one vectorised pass)."""
         log_n, log_d, log_l = np.log(arrays["N"]), np.log(arrays["D"]), np.log(arrays["L"])
-        delta = self.huber_delta
+        return batch_objective(self.grid, log_n, log_d, log_l, self.huber_delta)
+
+    def _refine(self, theta0: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+        """L-BFGS from one start: (theta, sum of Huber losses)."""
+        log_n, log_d, log_l = np.log(arrays["N"]), np.log(arrays["D"]), np.log(arrays["L"])
+        return lbfgs(theta0, log_n, log_d, log_l, self.huber_delta, self.maxiter)
+
+    def _fit_arrays(self, arrays: dict[str, np.ndarray], warm: Law | None = None) -> None:
         def refine(th0: np.ndarray) -> tuple[float, np.ndarray]:
-            th, f = lbfgs(th0, log_n, log_d, log_l, delta, self.maxiter)
+            th, f = self._refine(th0, arrays)
             return (f if np.all(np.isfinite(th)) and math.isfinite(f) else math.inf), th
 
         if warm is not None:
@@ -153,7 +167,7 @@ class ChinchillaLaw(Law):
             screened = None
             results = [refine(th0) for th0 in starts]
         else:
-            screened = batch_objective(self.grid, log_n, log_d, log_l, delta)
+            screened = self._screen(arrays)
             screened = np.where(np.isfinite(screened), screened, np.inf)
             order = np.argsort(screened, kind="stable")
             if self.n_refine is not None:
@@ -178,7 +192,7 @@ class ChinchillaLaw(Law):
         th0 = starts[best]
         self.winning_start = {
             "index": int(start_idx[best]),
-            "start": dict(zip(THETA_NAMES, map(float, th0))),
+            "start": dict(zip(self.theta_names, map(float, th0))),
             "refined_starts": int(len(starts)),
             "grid_size": int(len(self.grid)),
             "method": ("warm start from the full-data optimum" if warm is not None else
@@ -215,7 +229,7 @@ class ChinchillaLaw(Law):
         """The loss split into its parts: ``size`` = E + A/N^alpha (the D -> infinity limit)
         and ``data`` = B/D^beta; they sum to ``predict``."""
         self._require_fit()
-        a, b, e, alpha, beta = self.theta_
+        a, b, e, alpha, beta = self.theta_[:5]
         n, d = np.broadcast_arrays(np.asarray(N, dtype=float), np.asarray(D, dtype=float))
         return {"size": math.exp(e) + exp_or_inf(a - alpha * np.log(n)), "data": exp_or_inf(b - beta * np.log(d))}
 

@@ -1,12 +1,15 @@
 """``sparsescale fit``: fit a scaling law to any table of runs (CSV or parquet, raw units).
 
-    sparsescale fit --law {chinchilla,average-params,sparsity} --data runs.csv --out fit.json
+    sparsescale fit --law {chinchilla,average-params,recovery,sparsity} --data runs.csv --out fit.json
         [--n-col COL] [--d-col tokens] [--s-col sparsity] [--loss-col final_val_loss]
         [--scale-col scale] [--query "method == 'dense'"] [--drop-highest-loss K]
         [--min-n N] [--bootstrap B] [--kfold K] [--seed S] [--ci-level 0.95]
         [--compute C [C ...]] [--n-refine R] [--starts K] [--workers W]
 
-Default N column: chinchilla -> n_final, average-params -> n_avg, sparsity -> n_final.
+Default N column: chinchilla -> n_final, average-params and recovery -> n_avg, sparsity -> n_final.
+The recovery law also reads n_final and recovery_share (derived from steps and end_step, the
+trainer's metrics, when the table has none). A table with start and end columns (pruning
+windows) also gets leave-one-window-out held-out predictions.
 Heavy imports (numpy, scipy, pandas) happen inside the handler.
 """
 
@@ -15,16 +18,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-DEFAULT_N_COL = {"chinchilla": "n_final", "average-params": "n_avg", "sparsity": "n_final"}
+DEFAULT_N_COL = {"chinchilla": "n_final", "average-params": "n_avg", "recovery": "n_avg", "sparsity": "n_final"}
+LAW_NAMES = ("chinchilla", "average-params", "recovery", "sparsity")
+FORMULAS = {"chinchilla": "L = E + A / N^alpha + B / D^beta",
+            "average-params": "L = E + A / Nbar^alpha + B / D^beta (Nbar: average non-zero parameters)",
+            "recovery": "L = E + A / Neff^alpha + B / D^beta, log Neff = log Nbar + exp(-R/rho) log(Nfinal/Nbar) "
+                        "(R: share of training after the last prune)",
+            "sparsity": "L = (a_S (1-S)^b_S + c_S) (1/N)^b_N + (a_D/D)^b_D + c"}
 
 
 def add_commands(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "fit", help="fit a scaling law (chinchilla, average-params, sparsity) to a runs table",
+        "fit", help="fit a scaling law (chinchilla, average-params, recovery, sparsity) to a runs table",
         description="Fit a scaling law to a CSV/parquet table of runs (raw units: parameters, "
                     "tokens) and write params, fit loss, bootstrap CIs, held-out errors and "
                     "derived quantities to a JSON file.")
-    p.add_argument("--law", required=True, choices=["chinchilla", "average-params", "sparsity"])
+    p.add_argument("--law", required=True, choices=LAW_NAMES)
     p.add_argument("--data", required=True, help="runs table, .csv or .parquet")
     p.add_argument("--out", required=True, help="fit JSON to write (atomically)")
     p.add_argument("--n-col", default=None,
@@ -97,6 +106,10 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
     from sparsescale.laws.base import select_points
 
     log = get_logger("sparsescale.fit")
+    if law_name == "recovery":
+        from sparsescale.laws.recovery import with_recovery_share
+
+        frame = with_recovery_share(frame)
     n_rows_in = len(frame)
     if query:
         try:
@@ -137,13 +150,14 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
     log.info("held-out errors (leave-one-scale-out, %s-fold)", kfold or "no")
     held = uncertainty.heldout(law, kept, k=kfold, seed=seed, scale_col=scale_col, workers=workers,
                                refits=heldout_refits)
+    if law_name != "sparsity" and uncertainty.window_keys(kept) is not None:
+        log.info("held-out errors (leave one pruning window out)")
+        held["leave_one_window_out"] = uncertainty.leave_one_window_out(law, kept, workers=workers)
 
     columns = dict(law.columns)
     return {
         "law": law_name,
-        "formula": {"chinchilla": "L = E + A / N^alpha + B / D^beta",
-                    "average-params": "L = E + A / Nbar^alpha + B / D^beta (Nbar: average non-zero parameters)",
-                    "sparsity": "L = (a_S (1-S)^b_S + c_S) (1/N)^b_N + (a_D/D)^b_D + c"}[law_name],
+        "formula": FORMULAS[law_name],
         "params": law.params,
         "status": law.status,
         "fit_loss": law.fit_loss,
@@ -156,7 +170,7 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
         "data_range": {role: [float(x[role].min()), float(x[role].max())] for role in law.roles},
         "heldout": held,
         "columns": {"N": columns["N"], "D": columns["D"], "loss": columns["L"],
-                    **({"S": columns["S"]} if "S" in columns else {}), "scale": scale_col},
+                    **{role: columns[role] for role in ("S", "F", "R") if role in columns}, "scale": scale_col},
         "query": query,
         "n_rows_in": n_rows_in,
         "n_rows_after_query": len(frame),

@@ -21,11 +21,13 @@ from sparsescale.io import InputError
 
 
 def make_law(name: str, **kwargs: Any):
-    """A law object by CLI name: chinchilla | average-params | sparsity."""
+    """A law object by CLI name: chinchilla | average-params | recovery | sparsity."""
     from sparsescale.laws.chinchilla import AverageParamsLaw, ChinchillaLaw
+    from sparsescale.laws.recovery import RecoveryLaw
     from sparsescale.laws.sparsity import SparsityLaw
 
-    laws = {"chinchilla": ChinchillaLaw, "average-params": AverageParamsLaw, "sparsity": SparsityLaw}
+    laws = {"chinchilla": ChinchillaLaw, "average-params": AverageParamsLaw, "recovery": RecoveryLaw,
+            "sparsity": SparsityLaw}
     if name not in laws:
         raise InputError(f"unknown law {name!r}; choose from {', '.join(laws)}")
     return laws[name](**kwargs)

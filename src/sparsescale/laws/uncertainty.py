@@ -281,6 +281,39 @@ def kfold(law: Law, data: Any, k: int = 5, seed: int = 0, refits: int = 0, worke
     return _kfold_result(law, data, split, fitted, refits, workers)
 
 
+def window_keys(data: Any, window_cols: tuple[str, str] = ("start", "end")) -> np.ndarray | None:
+    """Each row's pruning window as "start-end" (None for runs never pruned), or None when
+    the table has no window columns."""
+    if not isinstance(data, pd.DataFrame) or not set(window_cols) <= set(data.columns):
+        return None
+    start, end = (data[c].to_numpy(float) for c in window_cols)
+    pruned = np.isfinite(start) & np.isfinite(end)
+    return np.array([f"{a:.4g}-{b:.4g}" if p else None for a, b, p in zip(start, end, pruned)], dtype=object)
+
+
+def leave_one_window_out(law: Law, data: Any, window_cols: tuple[str, str] = ("start", "end"),
+                         workers: int = 1) -> dict:
+    """For each pruning window (start, end) in the runs: a full fit on every run of the other
+    windows (and the dense runs), predicting the runs of that window. How a law ranks
+    schedules it has not seen: the planner's question. Skipped with fewer than 3 windows."""
+    keys = window_keys(data, window_cols)
+    windows = [] if keys is None else sorted({k for k in keys if k is not None})
+    if len(windows) < 3:
+        return {"skipped": f"{len(windows)} pruning windows in columns {list(window_cols)}: need at least 3"}
+    tests = [np.flatnonzero(keys == w) for w in windows]
+    trains = [np.flatnonzero(keys != w) for w in windows]
+    if min(len(t) for t in trains) < len(law.param_names):
+        return {"skipped": f"a training set has {min(len(t) for t in trains)} points, fewer than "
+                           f"{len(law.param_names)} parameters"}
+    fitted = run_tasks(_fit_predict, [(law, data, train, test) for train, test in zip(trains, tests)], workers,
+                       f"leave one window out ({len(windows)} full fits)")
+    rows = np.concatenate(tests)
+    pred = np.concatenate([p for _, p in fitted])
+    obs = law.extract(subset(data, rows))["L"]
+    return {**_errors(pred, obs), "windows": windows, "window_columns": list(window_cols),
+            "predictions": _predictions(data, rows, obs, pred)}
+
+
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
