@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sparsescale import plan
+from sparsescale import plan, results
 from sparsescale.config import load_config, run_spec, runs
 from sparsescale.io import InputError
 from sparsescale.model import ModelConfig, count_params
@@ -427,3 +427,75 @@ def test_emitted_runs_train_through_snakemake(tiny_study, tmp_path, record_prope
     report = rows[["run_id", "loss", "loss_lo", "loss_hi", "observed_loss", "error"]].to_string(index=False)
     record_property("plan_predicted_vs_observed", report)
     print(f"\npredicted vs observed final loss (tiny study's average-params fit):\n{report}")
+
+
+# ----------------------------------------------------------------------------- schedule advice, checked
+
+
+def _trained_grid(tmp_path: Path, trained: dict, predicted: dict) -> tuple[str, str]:
+    """A runs table of the tiny config's global-tiny grid at t1/k40 (4 seeds, losses ``trained``
+    by window plus a per-seed offset) and an average-params fit whose leave-one-window-out
+    predictions are ``predicted`` by window."""
+    study = load_config(REPO / "config" / "config.yaml", REPO / "config" / "tiny.yaml")
+    accounted = plan.account_study(study, {"stdlib": 512}, experiments=["tiny"])
+    grid = accounted[(accounted["scale"] == "t1") & (accounted["budget"] == "k40")
+                     & accounted["schedule"].str.startswith("global-tiny")]
+    rows = []
+    for seed in range(4):
+        for r in grid.itertuples():
+            window = (r.start, r.end)
+            rows.append({"run_id": r.run_id.replace("seed0", f"seed{seed}"), "corpus": "stdlib", "scale": "t1",
+                         "budget": "k40", "schedule": r.schedule, "seed": seed, "method": "global", "shape": "geometric",
+                         "start": r.start, "end": r.end, "target_sparsity": 0.5, "steps": r.steps,
+                         "end_step": r.end_step, "final_val_loss": trained[window] + 0.01 * seed})
+    runs = pd.DataFrame(rows)
+    runs_path = tmp_path / "runs.csv"
+    runs.to_csv(runs_path, index=False)
+    lowo = [{"run_id": r.run_id, "observed": r.final_val_loss, "predicted": predicted[(r.start, r.end)]}
+            for r in runs[runs["seed"] == 0].itertuples()]
+    fit = {"law": "average-params", "params": CHIN, "columns": {"N": "n_avg"},
+           "heldout": {"leave_one_window_out": {"predictions": lowo}}}
+    fit_path = tmp_path / "fit.json"
+    fit_path.write_text(json.dumps(fit))
+    return str(runs_path), str(fit_path)
+
+
+TRAINED = {(0.25, 0.5): 3.00, (0.25, 0.75): 3.10, (0.5, 0.75): 3.05, (0.5, 1.0): 3.30}
+
+
+def test_a_law_whose_held_out_picks_hold_ranks_without_a_warning(tmp_path):
+    runs, fit = _trained_grid(tmp_path, TRAINED, TRAINED)
+    check = plan.ranking_check([plan.load_fit(fit)], results.load_runs(runs), 0.005)[fit]
+    assert check["checked"] and check["decision"] == "reproduced" and check["worst_regret"] == 0
+    result = cli("schedule", "--fit", fit, "--scale", "t1", "--budget", "k40", "--schedule", "global-tiny",
+                 "--no-dense", "--runs", runs, *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stdout and f"ranking law: {fit}" in result.stdout
+    assert "passed: held-out pick within the margin in 1/1 groups" in result.stdout
+
+
+def test_a_law_whose_held_out_picks_fail_is_never_shown_as_advice(tmp_path):
+    """The law prefers the window ending at 100% (as the N-bar law does); trained, it is the
+    worst: the planner says so and ranks the trained schedules by their trained loss."""
+    wrong = {(0.25, 0.5): 3.3, (0.25, 0.75): 3.2, (0.5, 0.75): 3.1, (0.5, 1.0): 3.0}
+    runs, fit = _trained_grid(tmp_path, TRAINED, wrong)
+    check = plan.ranking_check([plan.load_fit(fit)], results.load_runs(runs), 0.005)[fit]
+    assert check["decision"] == "not reproduced" and check["worst_regret"] == pytest.approx(0.30)
+    result = cli("schedule", "--fit", fit, "--scale", "t1", "--budget", "k40", "--schedule", "global-tiny",
+                 "--no-dense", "--runs", runs, "--json", *TINY)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert "WARNING: no fit's schedule ranking passed the held-out check" in doc["title"]
+    rows = pd.DataFrame(doc["rows"])
+    assert list(rows["ranked_by"].unique()) == ["trained loss"]
+    assert list(zip(rows["start"], rows["end"])) == sorted(TRAINED, key=TRAINED.get)
+    assert rows["advice"].str.startswith("failed: held-out pick within the margin in 0/1 groups").all()
+    assert (rows["recovery_share"] < 1).all() and rows.loc[rows["end"] == 1.0, "recovery_share"].iloc[0] < 0.05
+
+
+def test_an_unchecked_law_says_so(tmp_path):
+    fit = write_fit(tmp_path, "average-params", CHIN)
+    result = cli("schedule", "--fit", fit, "--scale", "t1", "--budget", "k40", "--schedule", "global-tiny",
+                 "--runs", str(tmp_path / "none.csv"), *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stdout and "unchecked: no trained runs table" in result.stdout

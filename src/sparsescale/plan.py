@@ -41,9 +41,11 @@ PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MFU = 0.4  # a typical dense bf16 transformer-training MFU; used only without a measurement
 PAPER_VOCAB_SIZE = 32000  # the papers' Llama-2 SentencePiece vocabulary (config/paper.yaml's tokenizer)
-LAWS = ("chinchilla", "average-params", "sparsity")  # the laws of sparsescale.laws.derived.make_law
-POSITIVE = {"E", "A", "B", "a_S", "c_S", "a_D", "c"}  # optimised as logs: must be > 0
+LAWS = ("chinchilla", "average-params", "recovery", "sparsity")  # the laws of sparsescale.laws.derived.make_law
+POSITIVE = {"E", "A", "B", "a_S", "c_S", "a_D", "c", "rho"}  # optimised as logs: must be > 0
 CHINCHILLA_LAWS = ("chinchilla", "average-params")
+SCHEDULE_LAWS = (*CHINCHILLA_LAWS, "recovery")  # the laws that can rank pruning schedules
+CLAIM_ROLES = {"average-params": "average_params", "recovery": "recovery"}  # law -> role in sparsescale.claims
 FLOAT_ERRORS = (FloatingPointError, OverflowError, ZeroDivisionError)
 
 
@@ -64,12 +66,13 @@ class LawFit:
     source: str = ""
     invalid_samples: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # refits with no finite answer, by question
+    document: dict = field(default_factory=dict, repr=False)  # the fit JSON (held-out predictions and all)
 
     @property
     def n_basis(self) -> str:
         """Which parameter count the law's N is: ``n_avg`` (N-bar), ``n_final``, or ``dense``
         (a published dense law: N = N-bar for dense runs; paper A's claim extends it to sparse)."""
-        if self.law == "average-params" or self.n_column == "n_avg":
+        if self.law in ("average-params", "recovery") or self.n_column == "n_avg":
             return "n_avg"
         return "n_final" if self.n_column else "dense"
 
@@ -124,7 +127,7 @@ def load_fit(spec: str) -> LawFit:
                                    + (f" (query {doc['query']!r})" if doc.get("query") else ""))
     data_range = doc.get("data_range") if isinstance(doc.get("data_range"), dict) else None
     return LawFit(name=spec, law=law, params=params, samples=samples, level=level, data_range=data_range,
-                  n_column=columns.get("N"), source=source, invalid_samples=invalid)
+                  n_column=columns.get("N"), source=source, invalid_samples=invalid, document=doc)
 
 
 def _check_params(params: Any, law: str, where: str) -> dict[str, float]:
@@ -382,12 +385,14 @@ def account_run(spec: dict, vocab_size: int) -> dict:
     nonzero = np.array([planned_nonzero(sizes, names, groups, s) for s in levels], dtype=float)[step_level]
     final_sparsity = schedule.events[-1][1] if schedule.events else 0.0
     n_final = planned_nonzero(sizes, names, groups, final_sparsity)
+    end_step = schedule.end_step if schedule.events else None
     tokens = steps * tokens_per_step
     compute = 6.0 * float(nonzero.sum()) * tokens_per_step  # the trainer's C = 6 sum_t N_t tokens_t
     return {"run_id": spec["run_id"], "scale": spec["scale"], "budget": spec["budget"], "schedule": spec["schedule"],
             "method": pr["method"], "target_sparsity": pr["final_sparsity"], "start": pr["start"], "end": pr["end"],
             "n_prunable": n_prunable, "n_final": n_final, "n_avg": compute / (6.0 * tokens),
             "sparsity": 1.0 - n_final / n_prunable, "tokens": tokens, "steps": steps, "events": len(schedule.events),
+            "end_step": end_step, "recovery_share": 1.0 if end_step is None else (steps - end_step) / steps,
             "compute_flops": compute, "model_flops": flops_per_token(cfg, tr["seq_len"]) * tokens}
 
 
@@ -449,12 +454,16 @@ def _predictions(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool) -> tu
         compute = runs["compute_flops"].to_numpy(float)
         positive = fit.params["alpha"] > 0 and fit.params["beta"] > 0
         dense_comparisons = dense_comparisons and positive
+        inputs = {"N": n, "D": d}
+        if fit.law == "recovery":  # it also reads how much training followed the last prune
+            inputs.update(F=n_final, R=runs["recovery_share"].to_numpy(float))
 
         def answer(law):
-            out = {"loss": law.predict(N=n, D=d)}
+            out = {"loss": law.predict(**inputs)}
             if dense_comparisons:
                 opt = law.compute_optimal(compute)
-                size = law.predict(N=n_final, D=d)
+                dense = {"F": n_final, "R": np.ones_like(d)} if fit.law == "recovery" else {}
+                size = law.predict(N=n_final, D=d, **dense)
                 out.update(dense_equal_compute_n=opt["n_opt"], dense_equal_compute_loss=opt["loss"],
                            gain_vs_equal_compute=opt["loss"] - out["loss"], dense_equal_size_loss=size,
                            gain_vs_equal_size=size - out["loss"])
@@ -463,7 +472,7 @@ def _predictions(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool) -> tu
         if dense_comparisons:
             keys += ("dense_equal_compute_n", "dense_equal_compute_loss", "gain_vs_equal_compute",
                      "dense_equal_size_loss", "gain_vs_equal_size")
-        flags = range_flags(fit, N=n, D=d)
+        flags = range_flags(fit, **inputs)
     point, draws = evaluate(fit, answer, "loss prediction")
     out = pd.DataFrame({"fit": fit.name, **{k: runs[k].to_numpy() for k in runs.columns}, **_columns(fit, point, draws, keys),
                         "extrapolation": flags})
@@ -473,7 +482,7 @@ def _predictions(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool) -> tu
 def schedule_plan(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
     """Accounted runs (``account_study``) ranked by the N-bar law's predicted loss, with the
     dense alternatives and the share of refits in which each run is the best (``p_best``)."""
-    require_law(fit, CHINCHILLA_LAWS, "the schedule ranking (paper A's N-bar law)")
+    require_law(fit, SCHEDULE_LAWS, "the schedule ranking (paper A's N-bar law, or it with recovery)")
     if fit.n_basis == "n_final":
         raise InputError(f"--fit {fit.name}: fitted on the final non-zero count ({fit.n_column}); the schedule "
                          f"ranking needs a law in N-bar (an average-params fit)")
@@ -486,6 +495,71 @@ def schedule_plan(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
     out = out.sort_values(["loss", "run_id"], kind="stable").reset_index(drop=True)
     out.insert(1, "rank", np.arange(1, len(out) + 1))
     return out
+
+
+def ranking_check(fits: list[LawFit], runs: pd.DataFrame | None, margin: float) -> dict[str, dict]:
+    """For each fit, how its schedule picks did when trained, among windows its law was not
+    fitted on (its leave-one-window-out predictions against ``runs``, seed means; see
+    ``claims.schedule_rankings``): groups checked, groups whose pick is within ``margin``,
+    the worst regret and rank correlation, and the decision over groups. ``checked`` is
+    False, with the reason, where no such check exists."""
+    from sparsescale import claims
+
+    out = {}
+    for fit in fits:
+        role = CLAIM_ROLES.get(fit.law)
+        if role is None:
+            out[fit.name] = {"checked": False, "why": f"a {fit.law} law fit has no held-out schedule check"}
+            continue
+        if runs is None:
+            out[fit.name] = {"checked": False, "why": "no trained runs table (--runs) to check its picks against"}
+            continue
+        table = claims.schedule_rankings(runs, {role: fit.document}, margin, in_sample=False)
+        held = table[table["predictions"] == "held out"] if not table.empty else table
+        if held.empty:
+            out[fit.name] = {"checked": False, "why": "its fit JSON holds no leave-one-window-out predictions of a "
+                                                      "trained schedule grid of 3 or more windows"}
+            continue
+        decision = claims.combine([claims._across_groups(held["paired"].tolist()),
+                                   claims._across_groups(held["bootstrap"].tolist())])
+        out[fit.name] = {"checked": True, "groups": int(len(held)),
+                         "within_margin": int((held["paired"] == claims.REPRODUCED).sum()),
+                         "worst_regret": float(held["regret"].max()), "margin": float(held["margin_abs"].min()),
+                         "worst_spearman": float(held["spearman"].min()), "decision": decision}
+    return out
+
+
+def choose_ranking_fit(check: dict[str, dict]) -> str | None:
+    """The checked fit whose held-out picks regret least (then rank best): the one to rank with."""
+    checked = {name: c for name, c in check.items() if c["checked"]}
+    if not checked:
+        return None
+    return min(checked, key=lambda name: (checked[name]["worst_regret"], -checked[name]["worst_spearman"], name))
+
+
+def advice_status(check: dict) -> str:
+    """One line on whether a fit's schedule ranking can be trusted, for every row it ranks."""
+    from sparsescale import claims
+
+    if not check["checked"]:
+        return f"unchecked: {check['why']}"
+    numbers = (f"held-out pick within the margin in {check['within_margin']}/{check['groups']} groups, worst regret "
+               f"{check['worst_regret']:.4f} nats (margin {check['margin']:.4f}), worst Spearman "
+               f"{check['worst_spearman']:.2f}")
+    if check["decision"] == claims.REPRODUCED:
+        return f"passed: {numbers}"
+    return f"{'failed' if check['decision'] == claims.NOT_REPRODUCED else 'undecided'}: {numbers}"
+
+
+def trained_losses(planned: pd.DataFrame, runs: pd.DataFrame | None) -> pd.Series:
+    """Each planned run's trained final loss (mean over the seeds trained), NaN where the runs
+    table has no run of the same corpus, scale, budget and schedule."""
+    keys = ["corpus", "scale", "budget", "schedule"]
+    if runs is None or not set(keys) <= set(planned.columns):
+        return pd.Series(np.nan, index=planned.index)
+    means = runs.groupby(keys)["final_val_loss"].mean().rename("trained_loss").reset_index()
+    merged = planned[keys].astype(str).merge(means.astype({k: str for k in keys}), on=keys, how="left")
+    return pd.Series(merged["trained_loss"].to_numpy(float), index=planned.index)
 
 
 # ----------------------------------------------------------------------------- question 3: sparsity

@@ -137,7 +137,7 @@ def run_dense(args: argparse.Namespace) -> int:
 def run_schedule(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from sparsescale import plan
+    from sparsescale import claims, plan
     from sparsescale.io import InputError
 
     fits, cost = _fits_and_cost(args)
@@ -163,18 +163,60 @@ def run_schedule(args: argparse.Namespace) -> int:
     runs = plan.account_study(study, {corpus: vocab})
     if not len(runs):
         raise InputError("--schedule: no run to plan")
-    frame = pd.concat([plan.schedule_plan(f, runs[runs["seed"] == args.seeds[0]], cost) for f in fits],
-                      ignore_index=True)
-    shown = ["fit", "rank", "schedule", "n_avg", "n_final", "tokens", "compute_flops", "loss", "p_best",
-             "dense_equal_compute_loss", "gain_vs_equal_compute", "dense_equal_size_loss", "device_hours", "extrapolation"]
+    trained = _trained_runs(args)
+    check = plan.ranking_check(fits, trained, claims.PRUNE_MARGIN)
+    chosen = plan.choose_ranking_fit(check)
+    if chosen is not None:  # the law whose held-out picks held best ranks first
+        fits = sorted(fits, key=lambda f: f.name != chosen)
+    planned = runs[runs["seed"] == args.seeds[0]]
+    frame = pd.concat([plan.schedule_plan(f, planned, cost).assign(advice=plan.advice_status(check[f.name]))
+                       for f in fits], ignore_index=True)
+    frame["trained_loss"] = plan.trained_losses(frame, trained)
+    trusted = chosen is not None and check[chosen]["decision"] == claims.REPRODUCED
+    if not trusted and frame["trained_loss"].notna().any():
+        frame = _rank_by_training(frame)
+    shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "tokens", "compute_flops",
+             "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute", "dense_equal_size_loss",
+             "device_hours", "extrapolation"]
     emitted = _write_fragment(args, "schedule", frag, configs, study, fits, {corpus: vocab}) if args.emit_config else None
     notes = [f"model {scale}: {int(runs['n_prunable'].iloc[0]):,} prunable parameters at vocabulary {vocab} ({vocab_from})",
              "n_avg (N-bar) and compute_flops (6 sum_t N_t tokens_t) come from the trainer's schedule code; device-hours "
              "use the dense model FLOPs incl. attention (masked weights still go through dense kernels)",
              "dense_equal_compute: the compute-optimal dense model at the run's training compute; dense_equal_size: a "
-             "dense model of the run's final non-zero size on the same tokens; gain = dense loss - run loss"]
-    return _report(args, "schedule", "Pruning schedules ranked by predicted final loss (paper A's N-bar law)", frame,
-                   shown, fits, cost, emitted, notes)
+             "dense model of the run's final non-zero size on the same tokens; gain = dense loss - run loss",
+             "recovery_share: the share of training steps after the last prune (1 for dense); trained_loss: the seed "
+             f"mean of the same runs in {args.runs}, where trained"]
+    notes += [f"ranking check, {f.name}: {plan.advice_status(check[f.name])}" for f in fits]
+    title = "Pruning schedules ranked by predicted final loss"
+    if chosen is not None:
+        notes.insert(0, f"ranking law: {chosen}, the fit whose picks among windows it was not fitted on regret least "
+                        f"when trained (worst held-out regret {check[chosen]['worst_regret']:.4f} nats)")
+    if not trusted:
+        title += ("\nWARNING: no fit's schedule ranking passed the held-out check (its picks among windows it was not "
+                  "fitted on, against trained runs), so its ranks and p_best (which counts only the coefficients' "
+                  "uncertainty) are not advice; "
+                  + ("schedules already trained are ranked by their trained loss, the rest after them by the law."
+                     if frame["trained_loss"].notna().any() else "train the candidates, or check the law first."))
+    return _report(args, "schedule", title, frame, shown, fits, cost, emitted, notes)
+
+
+def _trained_runs(args):
+    from sparsescale import results
+
+    return results.load_runs(args.runs) if args.runs and Path(args.runs).is_file() else None
+
+
+def _rank_by_training(frame):
+    """Within each fit: trained schedules by their trained loss, then untrained ones by the law."""
+    import numpy as np
+
+    order = {name: i for i, name in enumerate(dict.fromkeys(frame["fit"]))}
+    frame = frame.assign(fit_order=frame["fit"].map(order), untrained=frame["trained_loss"].isna())
+    frame = frame.sort_values(["fit_order", "untrained", "trained_loss", "loss", "run_id"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    frame["rank"] = frame.groupby("fit").cumcount() + 1
+    frame["ranked_by"] = np.where(frame["untrained"], "law (not trained: unchecked)", "trained loss")
+    return frame.drop(columns=["fit_order", "untrained"])
 
 
 def run_sparsity(args: argparse.Namespace) -> int:
