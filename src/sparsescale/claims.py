@@ -261,19 +261,25 @@ def when_to_prune(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25
         f"{detail['margin_abs'].min():.4f}; ranks {ranks}",
         float(detail["gap"].max()), (float((detail["gap"] - detail["gap_halfwidth"]).max()),
                                      float((detail["gap"] + detail["gap_halfwidth"]).max()))))
+    claim.analyses.append(_seed_bootstrap_analysis(detail, "seed bootstrap (best re-picked)", "gap", "boot_gap",
+                                                   "schedule"))
+    return claim
+
+
+def _seed_bootstrap_analysis(detail: pd.DataFrame, name: str, quantity: str, estimate_col: str,
+                             unit: str) -> Analysis:
+    """The seed-bootstrap analysis over groups (``boot_low``, ``boot_high``, ``bootstrap``
+    columns of ``detail``), reported by its widest interval."""
     width = detail["boot_high"] - detail["boot_low"]
     if width.isna().all():
-        claim.analyses.append(Analysis("seed bootstrap (best re-picked)", UNDERPOWERED,
-                                       "fewer than 2 seeds ran every schedule of a group: nothing to resample"))
-        return claim
+        return Analysis(name, UNDERPOWERED, f"fewer than 2 seeds ran every {unit} of a group: nothing to resample")
     widest = detail.loc[width.idxmax()]
-    claim.analyses.append(Analysis(
-        "seed bootstrap (best re-picked)", _across_groups(detail["bootstrap"].tolist()),
+    return Analysis(
+        name, _across_groups(detail["bootstrap"].tolist()),
         f"within in {(detail['bootstrap'] == REPRODUCED).sum()}/{len(detail)} groups, clearly beyond in "
-        f"{(detail['bootstrap'] == NOT_REPRODUCED).sum()}; widest 95% interval of the gap "
+        f"{(detail['bootstrap'] == NOT_REPRODUCED).sum()}; widest 95% interval of the {quantity} "
         f"[{widest['boot_low']:.4f}, {widest['boot_high']:.4f}] nats (margin {widest['margin_abs']:.4f})",
-        float(detail["boot_gap"].max()), (float(detail["boot_low"].max()), float(detail["boot_high"].max()))))
-    return claim
+        float(detail[estimate_col].max()), (float(detail["boot_low"].max()), float(detail["boot_high"].max())))
 
 
 # issue 13: the design makes the seed-paired gap's standard error at most a third of the margin
@@ -441,18 +447,8 @@ def schedule_advice(runs: pd.DataFrame, fits: dict, margin: float = 0.005, n_boo
         + (f"; {others}" if others else ""),
         float(d["regret"].max()), (float((d["regret"] - d["regret_halfwidth"]).max()),
                                    float((d["regret"] + d["regret_halfwidth"]).max()))))
-    width = d["boot_high"] - d["boot_low"]
-    if width.isna().all():
-        claim.analyses.append(Analysis("held-out regret, seed bootstrap", UNDERPOWERED,
-                                       "fewer than 2 seeds ran every window of a group: nothing to resample"))
-        return claim
-    widest = d.loc[width.idxmax()]
-    claim.analyses.append(Analysis(
-        "held-out regret, seed bootstrap", _across_groups(d["bootstrap"].tolist()),
-        f"within in {(d['bootstrap'] == REPRODUCED).sum()}/{len(d)} groups, clearly beyond in "
-        f"{(d['bootstrap'] == NOT_REPRODUCED).sum()}; widest 95% interval of the regret "
-        f"[{widest['boot_low']:.4f}, {widest['boot_high']:.4f}] nats (margin {widest['margin_abs']:.4f})",
-        float(d["boot_regret"].max()), (float(d["boot_low"].max()), float(d["boot_high"].max()))))
+    claim.analyses.append(_seed_bootstrap_analysis(d, "held-out regret, seed bootstrap", "regret", "boot_regret",
+                                                   "window"))
     return claim
 
 
