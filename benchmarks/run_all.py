@@ -94,9 +94,11 @@ def measured_rows(reference: float, measured: dict[str, dict[str, float]], measu
 
 def main() -> int:
     os.chdir(REPO)
+    load = os.getloadavg()[0]  # other work on the machine slows every figure; the reference shows by how much
     measured = {script: run_benchmark(script) for script in FIGURES}
     reference = measured["benchmarks/train_speed.py"][REFERENCE]
-    measured_on = f"{datetime.date.today().isoformat()}, {os.cpu_count()}-core {platform.machine()} CPU"
+    measured_on = (f"{datetime.date.today().isoformat()}, {os.cpu_count()}-core {platform.machine()} CPU, "
+                   f"load average {load:.1f} at the start")
     record_path = REPO / "docs" / "benchmarks.json"
     record = json.loads(record_path.read_text())
     commands = {f"python {script} --quick" for script in FIGURES}

@@ -31,6 +31,10 @@ BENCHMARKS_PAGE = Path("docs/benchmarks.md")
 # the README's figure: paper A's when-to-prune grid, as the run's notebook drew it
 README_FIGURE_SOURCE = Path("notebooks/when_to_prune/figures/heatmap_stdlib_tpp20.png")
 README_FIGURE = Path("docs/figures/when_to_prune-heatmap_stdlib_tpp20.png")
+README_FIGURE_CAPTION = ("Final validation loss of every pruning window (start x duration, as fractions of training "
+                         "compute) at two final sparsities, seed means, for the smallest model: paper A's claim at "
+                         "laptop scale. Drawn by the `notebook` rule from `notebooks/when_to_prune.ipynb` in the last "
+                         "full default run.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,8 +215,15 @@ def results_table(summary: str, details: str) -> str:
     for row in summary_rows(summary):
         lines.append(f"| {row['claim']} | **{row['verdict']}** | {headline(row['ours'])} | {row['margin']} | "
                      f"[all analyses]({details}) |")
-    lines += ["", f"Measured on: the default study, {summary_provenance(summary)} (`{details}`)."]
+    lines += ["", f"Measured on: the default study, {summary_provenance(summary)} ([{details}]({details}))."]
     return "\n".join(lines)
+
+
+def figure_block(figure_exists: bool) -> str:
+    """The README's figure, once a run has provided it (``sparsescale docs results --run``)."""
+    if not figure_exists:
+        return ""
+    return f"![Final loss over pruning start and duration]({README_FIGURE.as_posix()})\n\n*{README_FIGURE_CAPTION}*"
 
 
 def results_page(summary: str, summary_path: str) -> str:
@@ -292,7 +303,8 @@ def load_schema(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def readme_with_results(readme: str, summary: str) -> str:
+def readme_with_results(readme: str, summary: str, figure_exists: bool) -> str:
+    readme = replace_block(readme, "figure", RESULTS_COMMAND, figure_block(figure_exists))
     return replace_block(readme, "results", RESULTS_COMMAND, results_table(summary, str(RESULTS)))
 
 
@@ -316,8 +328,8 @@ def _cmd_results(args) -> int:
         README_FIGURE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / README_FIGURE_SOURCE, README_FIGURE)
         print(f"wrote {RESULTS} and {README_FIGURE}")
-    write_text(README, readme_with_results(README.read_text(), RESULTS.read_text()))
-    print(f"updated the results table of {README}")
+    write_text(README, readme_with_results(README.read_text(), RESULTS.read_text(), README_FIGURE.is_file()))
+    print(f"updated the figure and the results table of {README}")
     return 0
 
 
