@@ -324,7 +324,7 @@ def _cmd_results(args) -> int:
         summary_path = run / "SUMMARY.md"
         if not summary_path.is_file():
             raise InputError(f"{summary_path}: no SUMMARY.md (run the full study first)")
-        write_text(RESULTS, results_page(summary_path.read_text(), summary_path.as_posix()))
+        write_text(RESULTS, results_page(summary_path.read_text(), f"{run.resolve().name}/SUMMARY.md"))
         README_FIGURE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run / README_FIGURE_SOURCE, README_FIGURE)
         print(f"wrote {RESULTS} and {README_FIGURE}")
