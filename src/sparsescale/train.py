@@ -4,7 +4,13 @@
 writes, atomically, into ``out_dir``: ``steps.parquet``, ``config.json``, ``model.pt`` and
 last ``metrics.json`` (see docs/ARCHITECTURE.md). ``checkpoint.pt`` is written every
 ``checkpoint_every`` steps and, when present at start, the run resumes from it; it is
-removed once the run has finished.
+removed once the run has finished. Both .pt files hold tensors and plain containers with a
+digest of their content (``sparsescale.checkpoint``): one that is unreadable, modified, of
+an older version or written for another spec is refused by name, never resumed.
+
+Reading order: ``run_training`` (the whole run on one screen), ``train`` (the loop),
+``optimisation_step``; then set-up, resume/save and the end of a run. The spec's keys,
+ranges and defaults: ``run_spec.schema.yaml``.
 
 Order of one step ``t`` (0-based): pruning event at boundary ``t`` if any (new masks, Adam
 moments of pruned weights zeroed) -> lr(t) -> forward/backward on batch (seed, t) -> grads
