@@ -308,7 +308,7 @@ def test_templates_name_the_fits_they_read():
     """A template that names no fit role never touches ``fits``; one that names roles loads them."""
     import re
 
-    known = {"dense_only", "average_params", "final_params", "sparsity", "synthetic"}
+    known = {"dense_only", "average_params", "final_params", "recovery", "sparsity", "synthetic"}
     for name in nf.NOTEBOOKS:
         nb = json.loads((nf.REPO / "notebooks" / f"{name}.ipynb").read_text())
         roles = nb["metadata"]["sparsescale"]["fit_roles"]
