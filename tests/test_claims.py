@@ -123,7 +123,7 @@ def test_one_group_clearly_beyond_refutes_the_claim():
     ([], C.NOT_TESTED),
 ])
 def test_an_analysis_over_groups(decisions, verdict):
-    assert C._across_groups(decisions) == verdict
+    assert C.across_groups(decisions) == verdict
 
 
 def test_the_bootstrap_keeps_seeds_paired():

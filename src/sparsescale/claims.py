@@ -107,7 +107,7 @@ def _against_margin(estimate: float, error: float, margin: float) -> str:
     return UNDERPOWERED
 
 
-def _across_groups(decisions: list[str]) -> str:
+def across_groups(decisions: list[str]) -> str:
     """One analysis of a claim that should hold in every group (every scale and final
     sparsity): not reproduced if it clearly fails in any group, since one clear
     counter-example refutes it whatever the others say; reproduced if it holds in every
@@ -251,7 +251,7 @@ def when_to_prune(runs: pd.DataFrame, margin: float = 0.005, start: float = 0.25
         return claim
     ranks = ", ".join(f"{r.rank}/{r.schedules}" for r in detail.itertuples())
     largest = detail.loc[detail["gap"].idxmax()]
-    paired = _across_groups(detail["paired"].tolist())
+    paired = across_groups(detail["paired"].tolist())
     claim.analyses.append(Analysis(
         "seed-paired gap", paired,
         f"within the margin in {(detail['paired'] == REPRODUCED).sum()}/{len(detail)} groups, clearly beyond in "
@@ -275,7 +275,7 @@ def _seed_bootstrap_analysis(detail: pd.DataFrame, name: str, quantity: str, est
         return Analysis(name, UNDERPOWERED, f"fewer than 2 seeds ran every {unit} of a group: nothing to resample")
     widest = detail.loc[width.idxmax()]
     return Analysis(
-        name, _across_groups(detail["bootstrap"].tolist()),
+        name, across_groups(detail["bootstrap"].tolist()),
         f"within in {(detail['bootstrap'] == REPRODUCED).sum()}/{len(detail)} groups, clearly beyond in "
         f"{(detail['bootstrap'] == NOT_REPRODUCED).sum()}; widest 95% interval of the {quantity} "
         f"[{widest['boot_low']:.4f}, {widest['boot_high']:.4f}] nats (margin {widest['margin_abs']:.4f})",
@@ -437,7 +437,7 @@ def schedule_advice(runs: pd.DataFrame, fits: dict, margin: float = 0.005, n_boo
     largest = d.loc[d["regret"].idxmax()]
     label = R.LAW_NAMES.get(chosen, chosen)
     claim.analyses.append(Analysis(
-        "held-out regret, seed-paired", _across_groups(d["paired"].tolist()),
+        "held-out regret, seed-paired", across_groups(d["paired"].tolist()),
         f"{label} (chosen by held-out regret): pick within the margin in {(d['paired'] == REPRODUCED).sum()}/{len(d)} "
         f"groups, clearly beyond in {(d['paired'] == NOT_REPRODUCED).sum()}; picks "
         + ", ".join(f"{r.pick} (best {r.best}, trained rank {r.pick_rank}/{r.windows})" for r in d.itertuples())

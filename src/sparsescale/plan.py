@@ -520,8 +520,8 @@ def ranking_check(fits: list[LawFit], runs: pd.DataFrame | None, margin: float) 
             out[fit.name] = {"checked": False, "why": "its fit JSON holds no leave-one-window-out predictions of a "
                                                       "trained schedule grid of 3 or more windows"}
             continue
-        decision = claims.combine([claims._across_groups(held["paired"].tolist()),
-                                   claims._across_groups(held["bootstrap"].tolist())])
+        decision = claims.combine([claims.across_groups(held["paired"].tolist()),
+                                   claims.across_groups(held["bootstrap"].tolist())])
         out[fit.name] = {"checked": True, "groups": int(len(held)),
                          "within_margin": int((held["paired"] == claims.REPRODUCED).sum()),
                          "worst_regret": float(held["regret"].max()), "margin": float(held["margin_abs"].min()),
