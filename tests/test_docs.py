@@ -67,7 +67,7 @@ def test_the_readme_shows_the_figure_once_a_run_has_provided_it():
 def test_every_claim_of_the_results_has_a_headline():
     """A claim whose wording no headline pattern reads would fall back to its first clause: say so here."""
     rows = docs.summary_rows(read(docs.RESULTS))
-    assert len(rows) == 4
+    assert rows
     assert {row["verdict"] for row in rows} <= set(docs.VERDICTS)
     for row in rows:
         assert any(pattern.search(row["ours"]) for pattern, _, _ in docs.HEADLINES), row["claim"]
