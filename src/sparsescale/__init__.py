@@ -1,3 +1,3 @@
 """sparsescale: sparse pre-training scaling-law studies, from tokens to report."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
