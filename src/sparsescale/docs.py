@@ -197,6 +197,10 @@ HEADLINES = (
     (re.compile(rf"E = (?P<E>{_NUMBER}) nats vs H = (?P<H>{_NUMBER}) nats \(synthetic\): (?P<rel>{_NUMBER}%); "
                 rf"E 95% CI \[(?P<low>{_NUMBER}), (?P<high>{_NUMBER})\]"),
      "E = {E} [{low}, {high}] vs entropy rate H = {H} nats ({rel})", ""),
+    (re.compile(rf":\s*(?P<law>[^:;]+?) \(chosen by held-out regret\).*?largest regret (?P<regret>{_NUMBER}) nats "
+                rf"\(95% ± (?P<hw>{_NUMBER}|nan), margin (?P<margin>{_NUMBER})\)"),
+     "worst group: the ranking law ({law}) picks, among windows it did not see, one {regret} ± {hw} nats worse "
+     "than the best trained window (margin {margin})", ""),
 )
 
 
