@@ -72,7 +72,7 @@ def resolve(config: dict) -> dict:
     schema = load_schema()
     _validate(config, schema)
     config = copy.deepcopy(config)
-    _fill_defaults(config, schema, schema)
+    fill_defaults(config, schema, schema)
     check(config)
     return config
 
@@ -97,7 +97,7 @@ def resolve_schedule_family(family: str, spec: Any) -> dict[str, dict]:
            "properties": {"schedules": schema["properties"]["schedules"]}}
     instance = {"schedules": {family: copy.deepcopy(spec)}}
     _validate(instance, sub)
-    _fill_defaults(instance, sub, sub)
+    fill_defaults(instance, sub, sub)
     return schedule_variants(family, instance["schedules"][family])
 
 
@@ -294,7 +294,7 @@ def _deep_update(base: dict, override: dict) -> None:
             base[key] = value
 
 
-def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     """Set schema defaults, also inside additionalProperties and array items."""
     if "$ref" in schema:
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
@@ -303,12 +303,12 @@ def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
             if key not in instance and "default" in sub:
                 instance[key] = copy.deepcopy(sub["default"])
             if key in instance:
-                _fill_defaults(instance[key], sub, root)
+                fill_defaults(instance[key], sub, root)
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             for key, value in instance.items():
                 if key not in schema.get("properties", {}):
-                    _fill_defaults(value, extra, root)
+                    fill_defaults(value, extra, root)
     elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
         for item in instance:
-            _fill_defaults(item, schema["items"], root)
+            fill_defaults(item, schema["items"], root)

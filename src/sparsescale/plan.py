@@ -357,7 +357,8 @@ def account_run(spec: dict, vocab_size: int) -> dict:
     (``planned_nonzero``), so no model is built. Raises InputError naming the model or budget."""
     from sparsescale.model import ModelConfig, flops_per_token, prunable_shapes
     from sparsescale.pruning import build_schedule, planned_nonzero, pruning_groups
-    from sparsescale.train import budget_steps, validate_spec
+    from sparsescale.run_spec import validate_spec
+    from sparsescale.train import budget_steps
 
     spec = validate_spec(spec)
     tr, pr = spec["training"], spec["pruning"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from sparsescale.config import _fill_defaults
+from sparsescale.config import fill_defaults
 from sparsescale.io import InputError
 
 SCHEMA_PATH = Path(__file__).with_name("run_spec.schema.yaml")
@@ -42,7 +42,7 @@ def validate_spec(spec: Any) -> dict:
     if errors:
         raise InputError(f"{'.'.join(['spec', *map(str, errors[0].path)])}: {errors[0].message}")
     spec = copy.deepcopy(spec)
-    _fill_defaults(spec, load_schema(), load_schema())
+    fill_defaults(spec, load_schema(), load_schema())
     model, training = spec["model"], spec["training"]
     if (model["d_model"] % model["n_heads"]) or (model["d_model"] // model["n_heads"]) % 2:
         raise InputError(
