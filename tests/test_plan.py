@@ -499,3 +499,12 @@ def test_an_unchecked_law_says_so(tmp_path):
                  "--runs", str(tmp_path / "none.csv"), *TINY)
     assert result.returncode == 0, result.stderr
     assert "WARNING" in result.stdout and "unchecked: no trained runs table" in result.stdout
+
+
+def test_the_recovery_laws_dense_allocation_is_the_nbar_laws(tmp_path):
+    """For dense runs the recovery law is the N-bar law, so its compute-optimal allocation is too."""
+    nbar = plan.load_fit(write_fit(tmp_path, "average-params", CHIN, name="nbar.json"))
+    recovery = plan.load_fit(write_fit(tmp_path, "recovery", {**CHIN, "rho": 0.05}, name="recovery.json"))
+    budgets = [1e12, 1e14]
+    expected = plan.dense_allocation(nbar, budgets, COST).drop(columns="fit")
+    pd.testing.assert_frame_equal(plan.dense_allocation(recovery, budgets, COST).drop(columns="fit"), expected)

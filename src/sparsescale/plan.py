@@ -44,7 +44,7 @@ PAPER_VOCAB_SIZE = 32000  # the papers' Llama-2 SentencePiece vocabulary (config
 LAWS = ("chinchilla", "average-params", "recovery", "sparsity")  # the laws of sparsescale.laws.derived.make_law
 POSITIVE = {"E", "A", "B", "a_S", "c_S", "a_D", "c", "rho"}  # optimised as logs: must be > 0
 CHINCHILLA_LAWS = ("chinchilla", "average-params")
-SCHEDULE_LAWS = (*CHINCHILLA_LAWS, "recovery")  # the laws that can rank pruning schedules
+SCHEDULE_LAWS = (*CHINCHILLA_LAWS, "recovery")  # the laws that can rank pruning schedules (and allocate dense)
 CLAIM_ROLES = {"average-params": "average_params", "recovery": "recovery"}  # law -> role in sparsescale.claims
 FLOAT_ERRORS = (FloatingPointError, OverflowError, ZeroDivisionError)
 
@@ -305,7 +305,7 @@ def positive_values(values: Any, arg: str) -> np.ndarray:
 
 def dense_allocation(fit: LawFit, compute: Any, cost: Cost) -> pd.DataFrame:
     """Compute-optimal N, D, tokens per parameter and loss for each budget C = 6 N D."""
-    require_law(fit, CHINCHILLA_LAWS, "the dense allocation")
+    require_law(fit, SCHEDULE_LAWS, "the dense allocation")  # for dense runs the recovery law is the N-bar law
     if not (fit.params["alpha"] > 0 and fit.params["beta"] > 0):
         raise InputError(f"--fit {fit.name}: alpha and beta must be positive for a compute-optimal allocation")
     c = positive_values(compute, "--compute")
