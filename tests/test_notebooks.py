@@ -40,8 +40,8 @@ EXPECTED_TABLES = {
     "sparsity_law": {"coefficients": (["parameter", "value", "ci_low", "ci_high", "paper B T5/C4"], 7),
                      "optimal_sparsity_trend": (["n_nonzero", "compute", "s_opt"], None),
                      "nm_vs_unstructured": (["scale", "nm_loss", "unstructured_loss", "nm_minus_unstructured"], 2)},
-    "against_papers": {"verdicts": (["claim", "our result", "papers' result", "margin", "verdict"], 4),
-                       "analyses": (["claim", "analysis", "decision", "numbers"], 8),
+    "against_papers": {"verdicts": (["claim", "our result", "papers' result", "margin", "verdict"], 5),
+                       "analyses": (["claim", "analysis", "decision", "numbers"], 10),
                        "scale": (["study", "models / data"], 3),
                        "coefficients_vs_published": (["parameter", "ours", "published"], 12)},
     "cost": {"cost_law": (["law", "parameter", "value", "se", "ci_low", "ci_high", "r2", "heldout_rel_error"], 7),
@@ -97,13 +97,16 @@ def _assert_real_png(path: Path):
 
 
 def test_verdicts_on_fixture(executed):
+    """The papers' four claims are reproduced on the fixture; the schedule-advice check is not
+    tested, since the fixture's fits hold no leave-one-window-out predictions."""
     verdicts = pd.read_csv(executed["out"]["against_papers"] / "tables" / "verdicts.csv")
-    assert list(verdicts["verdict"]) == ["reproduced"] * 4
+    assert list(verdicts["verdict"]) == ["reproduced"] * 4 + ["not tested"]
     analyses = pd.read_csv(executed["out"]["against_papers"] / "tables" / "analyses.csv")
-    assert sorted(analyses.groupby("claim").size()) == [1, 2, 2, 3]  # entropy; prune, sparsity; N-bar
-    assert set(analyses["decision"]) == {"reproduced"}
+    assert sorted(analyses.groupby("claim").size()) == [1, 2, 2, 2, 3]  # entropy; prune, sparsity, advice; N-bar
+    papers = analyses[~analyses["claim"].str.contains("picks a near-optimal schedule")]
+    assert set(papers["decision"]) == {"reproduced"}
     summary = (executed["out"]["against_papers"] / "tables" / "SUMMARY.md").read_text()
-    assert summary.count("**reproduced**") == 4
+    assert summary.count("**reproduced**") == 4 and summary.count("**not tested**") == 1
 
 
 def test_parameters_cell_honoured(executed):
@@ -129,7 +132,7 @@ def test_missing_inputs_give_notes_not_broken_figures(executed):
     assert not list((out["sparsity_law_bare"] / "figures").glob("optimal_sparsity*.png"))
     verdicts = pd.read_csv(out["against_papers_bare"] / "tables" / "verdicts.csv")
     assert verdicts.loc[0, "verdict"] == "reproduced"  # from runs only
-    assert list(verdicts.loc[1:, "verdict"]) == ["not tested"] * 3
+    assert list(verdicts.loc[1:, "verdict"]) == ["not tested"] * 4
     _assert_real_png(out["against_papers_bare"] / "figures" / "claims_overview.png")
     assert not list((out["training_curves_bare"] / "figures").glob("*.png"))
     # the planner without our fits: the published coefficient sets still answer the dense question
@@ -137,7 +140,8 @@ def test_missing_inputs_give_notes_not_broken_figures(executed):
     assert names == ["tokens_per_param"]
     advice = pd.read_csv(out["planner_bare"] / "tables" / "advice.csv")
     assert list(advice["law"]) == ["published:besiroglu2024", "published:hoffmann2022"]
-    assert "No <code>average_params</code> fit was given" in (out["planner_bare"] / "planner.html").read_text()
+    planner = (out["planner_bare"] / "planner.html").read_text()
+    assert "No <code>average_params</code> or <code>recovery</code> fit was given" in planner
     assert "No validation losses" in (out["training_curves_bare"] / "training_curves.html").read_text()
 
 
