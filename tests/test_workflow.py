@@ -68,7 +68,7 @@ def test_paper_profile_lists_every_job(workspace):
     jobs = dry_run_jobs(workspace, "--configfile", "config/paper.yaml")
     # 3 scales x 2 budgets x (dense + 40 when-to-prune + 3 uniform + 2 n:m + 2 dense-start)
     assert jobs["train"] == 3 * 2 * (1 + 40 + 3 + 2 + 2)
-    assert jobs["fit_laws"] == 4 and jobs["report"] == 1
+    assert jobs["fit_laws"] == 5 and jobs["report"] == 1  # dense-only, average-params, final-params, recovery, sparsity
 
 
 def test_default_study_dry_run(workspace):
