@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 from sparsescale.io import InputError, write_text
@@ -31,10 +32,9 @@ BENCHMARKS_PAGE = Path("docs/benchmarks.md")
 # the README's figure: paper A's when-to-prune grid, as the run's notebook drew it
 README_FIGURE_SOURCE = Path("notebooks/when_to_prune/figures/heatmap_stdlib_tpp20.png")
 README_FIGURE = Path("docs/figures/when_to_prune-heatmap_stdlib_tpp20.png")
-README_FIGURE_CAPTION = ("Final validation loss of every pruning window (start x duration, as fractions of training "
-                         "compute) at two final sparsities, seed means, for the smallest model: paper A's claim at "
-                         "laptop scale. Drawn by the `notebook` rule from `notebooks/when_to_prune.ipynb` in the last "
-                         "full default run.")
+README_FIGURE_CAPTION = ("Final loss of every pruning window (start x duration, fractions of training compute) at "
+                         "two final sparsities, seed means, smallest model (`notebook` rule, "
+                         "`notebooks/when_to_prune.ipynb`, last full default run).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +227,8 @@ def figure_block(figure_exists: bool) -> str:
     """The README's figure, once a run has provided it (``sparsescale docs results --run``)."""
     if not figure_exists:
         return ""
-    return f"![Final loss over pruning start and duration]({README_FIGURE.as_posix()})\n\n*{README_FIGURE_CAPTION}*"
+    caption = textwrap.fill(f"*{README_FIGURE_CAPTION}*", 110)  # the README keeps prose lines short
+    return f"![Final loss over pruning start and duration]({README_FIGURE.as_posix()})\n\n{caption}"
 
 
 def results_page(summary: str, summary_path: str) -> str:
