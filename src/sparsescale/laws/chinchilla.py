@@ -104,13 +104,19 @@ REFINE_IMPROVEMENT = 1e-6
 THETA_BOUNDS = ((-50.0, 300.0), (-50.0, 300.0), (-20.0, 10.0), (0.0, 10.0), (0.0, 10.0))
 
 
-def lbfgs(theta0: np.ndarray, log_n, log_d, log_l, delta: float, maxiter: int = 2000):
+def minimize_huber(objective_grad, theta0: np.ndarray, args: tuple, bounds, delta: float, maxiter: int = 2000):
+    """L-BFGS-B on an objective scaled by 1/delta (so its tight tolerances are not loose against
+    the tiny Huber values): (theta, sum of Huber losses)."""
     res = optimize.minimize(
-        _objective_grad, np.asarray(theta0, dtype=float), args=(log_n, log_d, log_l, delta),
-        jac=True, method="L-BFGS-B", bounds=THETA_BOUNDS,
+        objective_grad, np.asarray(theta0, dtype=float), args=(*args, delta),
+        jac=True, method="L-BFGS-B", bounds=bounds,
         options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-10, "maxcor": 20},
     )
     return res.x, float(res.fun) * delta
+
+
+def lbfgs(theta0: np.ndarray, log_n, log_d, log_l, delta: float, maxiter: int = 2000):
+    return minimize_huber(_objective_grad, theta0, (log_n, log_d, log_l), THETA_BOUNDS, delta, maxiter)
 
 
 class ChinchillaLaw(Law):

@@ -35,11 +35,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 
-from sparsescale.laws.base import exp_or_inf, huber, logsumexp_rows
+from sparsescale.laws.base import exp_or_inf
 from sparsescale.laws.chinchilla import THETA_BOUNDS as CHINCHILLA_BOUNDS
-from sparsescale.laws.chinchilla import AverageParamsLaw, hoffmann_grid, objective_terms
+from sparsescale.laws.chinchilla import AverageParamsLaw, batch_objective, hoffmann_grid, minimize_huber, objective_terms
 
 RHO_BOUNDS = (1e-4, 10.0)
 RHO_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)  # crossed with the published grid for the first screen
@@ -107,25 +106,16 @@ class RecoveryLaw(AverageParamsLaw):
 
     def _screen(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         log_n_avg, log_n_final, share, log_d = self._logs(arrays)
-        log_l = np.log(arrays["L"])
         out = np.empty(len(self.grid))
-        for log_rho in np.unique(self.grid[:, 5]):
+        for log_rho in np.unique(self.grid[:, 5]):  # one N_eff per rho of the grid
             rows = self.grid[:, 5] == log_rho
             log_n = log_effective_n(log_n_avg, log_n_final, share, log_rho)[0]
-            th = self.grid[rows]
-            a, b, e, alpha, beta = (th[:, i:i + 1] for i in range(5))
-            pred, _ = logsumexp_rows(a - alpha * log_n, b - beta * log_d, np.broadcast_to(e, (len(th), len(log_n))))
-            out[rows] = huber(pred - log_l, self.huber_delta).sum(axis=1)
+            out[rows] = batch_objective(self.grid[rows], log_n, log_d, np.log(arrays["L"]), self.huber_delta)
         return out
 
     def _refine(self, theta0: np.ndarray, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        log_n_avg, log_n_final, share, log_d = self._logs(arrays)
-        res = optimize.minimize(
-            _objective_grad, np.asarray(theta0, dtype=float),
-            args=(log_n_avg, log_n_final, share, log_d, np.log(arrays["L"]), self.huber_delta),
-            jac=True, method="L-BFGS-B", bounds=THETA_BOUNDS,
-            options={"maxiter": self.maxiter, "ftol": 1e-13, "gtol": 1e-10, "maxcor": 20})
-        return res.x, float(res.fun) * self.huber_delta
+        args = (*self._logs(arrays), np.log(arrays["L"]))
+        return minimize_huber(_objective_grad, theta0, args, THETA_BOUNDS, self.huber_delta, self.maxiter)
 
     def _log_predict(self, theta: np.ndarray, x: dict[str, np.ndarray]) -> np.ndarray:
         log_n_avg, log_n_final, share, log_d = self._logs(x)
