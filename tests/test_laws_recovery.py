@@ -11,7 +11,7 @@ from sparsescale.io import InputError
 from sparsescale.laws import uncertainty
 from sparsescale.laws.chinchilla import AverageParamsLaw
 from sparsescale.laws.cli import fit_table
-from sparsescale.laws.recovery import RecoveryLaw, _objective_grad, recovery_share
+from sparsescale.laws.recovery import RecoveryLaw, _objective_grad, pruning_share, recovery_share, unrecovered_weight
 
 TRUTH = {"E": 1.8, "A": 60.0, "B": 300.0, "alpha": 0.35, "beta": 0.3, "rho": 0.08}
 WINDOWS = [(0.0, 0.25), (0.0, 0.5), (0.25, 0.75), (0.5, 1.0), (0.75, 1.0)]
@@ -25,16 +25,18 @@ def synthetic_runs(params: dict = TRUTH, noise: float = 0.002, seed: int = 0) ->
     for n in (3e4, 7e4, 1.6e5, 2.7e5):
         for tpp in (20, 80):
             steps = int(n * tpp / 2048)
-            rows.append({"n_avg": n, "n_final": n, "tokens": n * tpp, "steps": steps, "end_step": np.nan,
-                         "start": np.nan, "end": np.nan, "scale": f"{n:g}"})
+            rows.append({"n_avg": n, "n_final": n, "tokens": n * tpp, "steps": steps, "start_step": np.nan,
+                         "end_step": np.nan, "start": np.nan, "end": np.nan, "scale": f"{n:g}"})
             for sparsity in (0.5, 0.8):
                 for start, end in WINDOWS:
                     mean_density = 1 - sparsity * (1 - end) - sparsity * (end - start) * 0.6
                     rows.append({"n_avg": n * mean_density, "n_final": n * (1 - sparsity), "tokens": n * tpp,
-                                 "steps": steps, "end_step": round(end * steps), "start": start, "end": end,
+                                 "steps": steps, "start_step": round(start * steps), "end_step": round(end * steps),
+                                 "start": start, "end": end,
                                  "scale": f"{n:g}"})
     frame = pd.DataFrame(rows)
     frame["recovery_share"] = recovery_share(frame)
+    frame["pruning_share"] = pruning_share(frame)
     truth = RecoveryLaw().set_params(**params)
     frame["final_val_loss"] = truth.predict(frame) * np.exp(rng.normal(0, noise, len(frame)))
     frame["run_id"] = [f"run{i}" for i in range(len(frame))]
@@ -56,11 +58,11 @@ def test_equals_the_nbar_law_when_nothing_is_left_unrecovered():
     nbar = {k: TRUTH[k] for k in AverageParamsLaw.param_names}
     law = RecoveryLaw().set_params(**{**TRUTH, "rho": 0.01})
     runs = {"N": np.array([3e4, 2e4, 1e4]), "D": np.array([6e5, 6e5, 6e5]), "F": np.array([3e4, 6e3, 6e3]),
-            "R": np.array([1.0, 0.75, 0.5])}
+            "R": np.array([1.0, 0.75, 0.5]), "P": np.array([0.0, 0.25, 0.5])}
     expected = AverageParamsLaw().set_params(**nbar).predict(N=runs["N"], D=runs["D"])
     np.testing.assert_array_equal(law.predict(**runs), expected)
     # with no recovery at all the run counts as a model of its final size
-    final = law.predict(N=runs["N"], D=runs["D"], F=runs["F"], R=np.zeros(3))
+    final = law.predict(N=runs["N"], D=runs["D"], F=runs["F"], R=np.zeros(3), P=np.zeros(3))
     np.testing.assert_allclose(final, AverageParamsLaw().set_params(**nbar).predict(N=runs["F"], D=runs["D"]))
 
 
@@ -77,12 +79,37 @@ def test_analytic_gradient_matches_finite_differences():
     law = RecoveryLaw().set_params(**TRUTH)
     x = law.extract(runs)
     theta = law.theta_ + 0.05
-    args = (np.log(x["N"]), np.log(x["F"]), x["R"], np.log(x["D"]), np.log(x["L"]), 1e-3)
+    args = (np.log(x["N"]), np.log(x["F"]), x["R"], x["P"], np.log(x["D"]), np.log(x["L"]), 1e-3)
     _, grad = _objective_grad(theta, *args)
     step = 1e-6
     numeric = [(_objective_grad(theta + h, *args)[0] - _objective_grad(theta - h, *args)[0]) / (2 * step)
                for h in np.eye(len(theta)) * step]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5)
+
+
+def test_the_unrecovered_weight_averages_over_the_pruning_window():
+    """W is the mean, over evenly spaced events of equal log-density drop (a geometric
+    schedule), of exp(-training left after the event / rho); one event gives exp(-R / rho)."""
+    rho, share, span = 0.1, 0.2, 0.3
+    left = share + np.linspace(0, span, 30001)  # training left after each event
+    weight, dweight = unrecovered_weight(np.array([share, share]), np.array([span, 0.0]), np.log(rho))
+    assert weight[0] == pytest.approx(np.exp(-left / rho).mean(), rel=1e-4)
+    assert weight[1] == pytest.approx(np.exp(-share / rho), rel=1e-12)
+    step = 1e-6
+    numeric = (unrecovered_weight(np.array([share]), np.array([span]), np.log(rho) + step)[0]
+               - unrecovered_weight(np.array([share]), np.array([span]), np.log(rho) - step)[0]) / (2 * step)
+    assert dweight[0] == pytest.approx(numeric[0], rel=1e-6)
+    # a tiny span is continuous with a single event
+    tiny = unrecovered_weight(np.array([share]), np.array([1e-9]), np.log(rho))[0]
+    assert tiny[0] == pytest.approx(weight[1], rel=1e-7)
+
+
+def test_a_prune_spread_over_a_longer_window_leaves_less_unrecovered():
+    law = RecoveryLaw().set_params(**TRUTH)
+    runs = {"N": np.full(3, 2e4), "D": np.full(3, 6e5), "F": np.full(3, 6e3), "R": np.zeros(3),
+            "P": np.array([0.0, 0.25, 1.0])}
+    loss = law.predict(**runs)
+    assert loss[0] > loss[1] > loss[2]
 
 
 def test_bad_recovery_share_names_the_column():
@@ -93,12 +120,13 @@ def test_bad_recovery_share_names_the_column():
 
 
 def test_the_share_is_derived_from_the_trainers_steps():
-    frame = pd.DataFrame({"steps": [100, 100, 100], "end_step": [np.nan, 75, 100]})
+    frame = pd.DataFrame({"steps": [100, 100, 100], "start_step": [np.nan, 25, 0], "end_step": [np.nan, 75, 100]})
     assert recovery_share(frame).tolist() == [1.0, 0.25, 0.0]
+    assert pruning_share(frame).tolist() == [0.0, 0.5, 1.0]
 
 
 def test_fit_json_holds_leave_one_window_out_predictions():
-    runs = synthetic_runs().drop(columns="recovery_share")  # derived from steps and end_step
+    runs = synthetic_runs().drop(columns=["recovery_share", "pruning_share"])  # derived from the steps
     doc = fit_table(runs, "recovery", bootstrap=0, kfold=0, scale_col="scale")
     assert set(doc["params"]) == {"E", "A", "B", "alpha", "beta", "rho"}
     assert doc["columns"]["R"] == "recovery_share" and doc["columns"]["F"] == "n_final"
@@ -127,7 +155,7 @@ GRID = {(0.0, 0.25): 3.30, (0.0, 0.5): 3.25, (0.0, 0.75): 3.20, (0.25, 0.75): 3.
 def advice_grid(seed_sd: float, pair_sd: float, seeds: int = 6) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     offsets = rng.normal(0, seed_sd, seeds)
-    rows = [{"run_id": f"w{start}-{end}-s{seed}", "corpus": "c", "budget": "b", "scale": "s1",
+    rows = [{"run_id": f"w{start}-{end}-s{seed}", "corpus": "c", "budget": "b", "scale": "s1", "schedule": f"w{start}-{end}",
              "target_sparsity": 0.8, "method": "global", "shape": "geometric", "start": start, "end": end,
              "seed": seed, "final_val_loss": loss + offsets[seed] + rng.normal(0, pair_sd)}
             for (start, end), loss in GRID.items() for seed in range(seeds)]
@@ -185,3 +213,26 @@ def test_the_claim_judges_the_law_with_the_best_held_out_picks():
     only_nbar = C.schedule_advice(runs, {"average_params": fits["average_params"]}, margin=0.005)
     assert only_nbar.verdict == C.NOT_REPRODUCED
     assert C.schedule_advice(runs, {}, margin=0.005).verdict == C.NOT_TESTED
+
+
+def test_fresh_runs_of_a_grid_the_fit_never_saw_are_held_out_too():
+    """A schedule grid trained at another scale (the planner's check) is judged with the full
+    fit's predictions; a window the fit saw at that scale keeps its leave-one-window-out one."""
+    seen = advice_grid(seed_sd=0.05, pair_sd=0.001)
+    fresh = advice_grid(seed_sd=0.05, pair_sd=0.001).assign(scale="s2", seed=lambda f: f["seed"] + 1)
+    fresh["run_id"] = fresh["run_id"] + "-s2"
+    runs = pd.concat([seen, fresh], ignore_index=True)
+    runs["n_avg"] = 1e4 * (1 + runs["end"] + 0.1 * runs["start"])  # the law prefers late windows: wrong here
+    runs["n_final"], runs["tokens"] = 2e3, 2e5
+    fit = _fit_doc("average-params", seen, GRID) | {"query": "scale == 's1' or (seed == 1 and end == 0.25)"}
+    fit["heldout"]["leave_one_window_out"]["predictions"].append(
+        {"run_id": fresh["run_id"].iloc[0], "observed": 0.0, "predicted": 1.0})  # s2, window 0-25%, seed 1
+    predicted, source = C.heldout_predictions(runs, fit, "average_params")
+    first = fresh[(fresh["start"] == 0.0) & (fresh["end"] == 0.25)]
+    assert (predicted[first["run_id"]] == 1.0).all() and (source[first["run_id"]] == C.LEAVE_ONE_WINDOW_OUT).all()
+    later = fresh[fresh["end"] > 0.25]["run_id"]
+    assert (source[later] == C.FRESH_RUNS).all()
+    assert predicted[later].idxmin().startswith("w0.75-1.0")  # the full fit: largest N-bar
+    rows = C.schedule_rankings(runs, {"average_params": fit}, margin=0.005, in_sample=False).set_index("scale")
+    assert rows.loc["s2", "held_out_by"] == "fresh runs + leave one window out"
+    assert rows.loc["s2", "pick"] == "0%→25%" and rows.loc["s1", "pick"] == "0%→75%"

@@ -70,9 +70,9 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
             frame[col] = None
     frame["family"] = frame.apply(schedule_family, axis=1)
     if "steps" in frame.columns:
-        from sparsescale.laws.recovery import with_recovery_share
+        from sparsescale.laws.recovery import with_recovery_columns
 
-        frame = with_recovery_share(frame)
+        frame = with_recovery_columns(frame)
     return frame
 
 
@@ -221,12 +221,12 @@ def select_fit_runs(runs: pd.DataFrame, fit: dict) -> pd.DataFrame:
 def law_predictions(runs: pd.DataFrame, fit: dict, role: str) -> pd.Series:
     cols = fit_columns(fit, role)
     if fit.get("law") == "recovery":
-        from sparsescale.laws.recovery import RecoveryLaw, with_recovery_share
+        from sparsescale.laws.recovery import RecoveryLaw, with_recovery_columns
 
         law = RecoveryLaw().set_params(**{k: get_param(fit["params"], k) for k in RecoveryLaw.param_names})
-        runs = with_recovery_share(runs)
-        return pd.Series(law.predict(N=runs[cols["n"]], D=runs[cols["d"]], F=runs["n_final"], R=runs["recovery_share"]),
-                         index=runs.index)
+        runs = with_recovery_columns(runs)
+        return pd.Series(law.predict(N=runs[cols["n"]], D=runs[cols["d"]], F=runs["n_final"], R=runs["recovery_share"],
+                                     P=runs["pruning_share"]), index=runs.index)
     if role == "sparsity" or str(fit.get("law", "")).startswith("sparsity"):
         return pd.Series(sparsity_predict(fit["params"], runs[cols["s"]].fillna(0), runs[cols["n"]], runs[cols["d"]]), index=runs.index)
     return pd.Series(chinchilla_predict(fit["params"], runs[cols["n"]], runs[cols["d"]]), index=runs.index)

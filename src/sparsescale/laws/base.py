@@ -30,6 +30,7 @@ ROLE_DESCRIPTIONS = {
     "L": "loss",
     "F": "final non-zero parameter count",
     "R": "share of training after the last pruning event",
+    "P": "share of training from the first pruning event to the last",
 }
 
 
@@ -186,7 +187,7 @@ class Law:
                         f"column {name!r}: {_row_label(data, i)} is {arr[i]:g}; "
                         f"{ROLE_DESCRIPTIONS[role]} must be positive"
                     )
-            if role == "R":
+            if role in ("R", "P"):
                 bad = (arr < 0) | (arr > 1)
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])

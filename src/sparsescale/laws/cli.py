@@ -7,8 +7,8 @@
         [--compute C [C ...]] [--n-refine R] [--starts K] [--workers W]
 
 Default N column: chinchilla -> n_final, average-params and recovery -> n_avg, sparsity -> n_final.
-The recovery law also reads n_final and recovery_share (derived from steps and end_step, the
-trainer's metrics, when the table has none). A table with start and end columns (pruning
+The recovery law also reads n_final, recovery_share and pruning_share (derived from steps,
+start_step and end_step, the trainer's metrics, when the table has none). A table with start and end columns (pruning
 windows) also gets leave-one-window-out held-out predictions.
 Heavy imports (numpy, scipy, pandas) happen inside the handler.
 """
@@ -22,8 +22,9 @@ DEFAULT_N_COL = {"chinchilla": "n_final", "average-params": "n_avg", "recovery":
 LAW_NAMES = ("chinchilla", "average-params", "recovery", "sparsity")
 FORMULAS = {"chinchilla": "L = E + A / N^alpha + B / D^beta",
             "average-params": "L = E + A / Nbar^alpha + B / D^beta (Nbar: average non-zero parameters)",
-            "recovery": "L = E + A / Neff^alpha + B / D^beta, log Neff = log Nbar + exp(-R/rho) log(Nfinal/Nbar) "
-                        "(R: share of training after the last prune)",
+            "recovery": "L = E + A / Neff^alpha + B / D^beta, log Neff = log Nbar + W log(Nfinal/Nbar), "
+                        "W = exp(-R/rho) (1 - exp(-P/rho)) / (P/rho) (R: share of training after the last prune, "
+                        "P: from the first prune to the last)",
             "sparsity": "L = (a_S (1-S)^b_S + c_S) (1/N)^b_N + (a_D/D)^b_D + c"}
 
 
@@ -107,9 +108,9 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
 
     log = get_logger("sparsescale.fit")
     if law_name == "recovery":
-        from sparsescale.laws.recovery import with_recovery_share
+        from sparsescale.laws.recovery import with_recovery_columns
 
-        frame = with_recovery_share(frame)
+        frame = with_recovery_columns(frame)
     n_rows_in = len(frame)
     if query:
         try:
@@ -170,7 +171,7 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
         "data_range": {role: [float(x[role].min()), float(x[role].max())] for role in law.roles},
         "heldout": held,
         "columns": {"N": columns["N"], "D": columns["D"], "loss": columns["L"],
-                    **{role: columns[role] for role in ("S", "F", "R") if role in columns}, "scale": scale_col},
+                    **{role: columns[role] for role in ("S", "F", "R", "P") if role in columns}, "scale": scale_col},
         "query": query,
         "n_rows_in": n_rows_in,
         "n_rows_after_query": len(frame),
