@@ -508,3 +508,27 @@ def test_the_recovery_laws_dense_allocation_is_the_nbar_laws(tmp_path):
     budgets = [1e12, 1e14]
     expected = plan.dense_allocation(nbar, budgets, COST).drop(columns="fit")
     pd.testing.assert_frame_equal(plan.dense_allocation(recovery, budgets, COST).drop(columns="fit"), expected)
+
+
+def test_plan_check_judges_the_trained_ranking_of_what_it_recommended():
+    """The emitted grid, trained: the fit's pick against the best trained window, per group."""
+    predicted = {(0.0, 0.75): 2.70, (0.25, 0.75): 2.65, (0.5, 0.75): 2.80, (0.5, 1.0): 2.90}
+    trained = {(0.0, 0.75): 2.80, (0.25, 0.75): 2.84, (0.5, 0.75): 2.86, (0.5, 1.0): 3.23}
+    rows = [{"fit": "f.json", "run_id": f"c/s2/b/w{a}-{b}/seed{seed}", "corpus": "c", "scale": "s2", "budget": "b",
+             "schedule": f"w{a}-{b}", "seed": seed, "method": "global", "shape": "geometric", "target_sparsity": 0.8,
+             "start": a, "end": b, "loss": predicted[(a, b)], "observed_loss": loss + 0.02 * seed + 0.001 * (seed % 2)}
+            for (a, b), loss in trained.items() for seed in range(1, 7)]
+    ranking = plan.check_ranking(pd.DataFrame(rows), 0.005)
+    row = ranking.iloc[0]
+    assert (row["fit"], row["pick"], row["best"], row["pick_rank"]) == ("f.json", "25%→75%", "0%→75%", 2)
+    assert row["regret"] == pytest.approx(0.04, abs=1e-9) and row["paired"] == "not reproduced"
+    line = plan.ranking_line(row)
+    assert line.startswith("s2 b at 80% sparsity: pick 25%→75% (trained rank 2/4, best 0%→75%), regret 0.0400")
+    assert "6 seeds" in line and "not reproduced" in line
+
+
+def test_emitted_seeds_are_listed_as_ranges():
+    from sparsescale.plan_cli import seed_list
+
+    assert seed_list([3]) == "seed 3"
+    assert seed_list([0, 7, 8, 9, 12, 10, 11]) == "seeds 0, 7-12"

@@ -314,10 +314,34 @@ def when_to_prune_seeds(runs: pd.DataFrame, margin: float = 0.005, start: float 
 RANKING_ROLES = ("average_params", "recovery")  # the laws that can rank pruning schedules
 
 
+RUN_CONFIG = ["corpus", "scale", "budget", "schedule"]  # a run without its seed
+LEAVE_ONE_WINDOW_OUT, FRESH_RUNS = "leave one window out", "fresh runs"
+
+
 def heldout_window_predictions(fit: dict) -> pd.Series:
     """run_id -> the law's leave-one-window-out prediction (a fit on the other windows)."""
     block = (fit.get("heldout") or {}).get("leave_one_window_out") or {}
     return pd.Series({p["run_id"]: p["predicted"] for p in block.get("predictions") or []}, dtype=float)
+
+
+def heldout_predictions(runs: pd.DataFrame, fit: dict, role: str) -> tuple[pd.Series, pd.Series]:
+    """run_id -> a prediction by a fit that saw no run of the run's window at its scale and
+    budget, and run_id -> where it comes from: the leave-one-window-out prediction of the
+    run's configuration (scale, budget, schedule; another seed of it counts) where the fit
+    had that configuration, the full fit's prediction where it had no run of it (fresh runs,
+    e.g. a schedule grid trained at another scale to check the planner)."""
+    config = runs[RUN_CONFIG].astype(str).agg("/".join, axis=1)
+    of_run = dict(zip(runs["run_id"], config))
+    lowo = {of_run[r]: p for r, p in heldout_window_predictions(fit).items() if r in of_run}
+    fitted = set(config[runs["run_id"].isin(R.select_fit_runs(runs, fit)["run_id"])])
+    in_lowo = config.isin(lowo.keys()).to_numpy()
+    fresh = ~in_lowo & ~config.isin(fitted).to_numpy()
+    predicted = pd.concat([pd.Series([lowo[k] for k in config[in_lowo]], index=runs["run_id"][in_lowo], dtype=float),
+                           pd.Series(R.law_predictions(runs[fresh], fit, role).to_numpy(), index=runs["run_id"][fresh],
+                                     dtype=float)])
+    source = pd.Series([LEAVE_ONE_WINDOW_OUT] * int(in_lowo.sum()) + [FRESH_RUNS] * int(fresh.sum()),
+                       index=predicted.index, dtype=object)
+    return predicted, source
 
 
 def _spearman(predicted: np.ndarray, trained: np.ndarray) -> float:
@@ -327,7 +351,7 @@ def _spearman(predicted: np.ndarray, trained: np.ndarray) -> float:
 
 
 def ranking_quality(runs: pd.DataFrame, predicted: pd.Series, margin: float = 0.005, n_boot: int = N_BOOT,
-                    seed: int = 0) -> pd.DataFrame:
+                    seed: int = 0, source: pd.Series | None = None) -> pd.DataFrame:
     """How well predicted losses (run_id -> loss) rank the trained windows of each schedule
     grid group (scale x budget x final sparsity): Spearman's rank correlation of predicted
     against trained (seed-mean) losses, and the regret of the prediction's pick, its trained
@@ -335,11 +359,13 @@ def ranking_quality(runs: pd.DataFrame, predicted: pd.Series, margin: float = 0.
     best loss) twice, as the when-to-prune gap is: seed-paired with its t interval, and by a
     seed bootstrap that re-picks the best window in each resample (so the pick being the
     trained best by luck is not mistaken for precision). Groups with fewer than 3 predicted
-    windows are left out."""
-    from sparsescale.laws.recovery import with_recovery_share
+    windows are left out. ``source`` (run_id -> how its prediction was held out) is listed
+    per group."""
+    from sparsescale.laws.recovery import with_recovery_columns
 
-    geo = geometric_runs(with_recovery_share(runs))
-    geo = geo.assign(predicted=geo["run_id"].map(predicted))
+    geo = geometric_runs(with_recovery_columns(runs))
+    geo = geo.assign(predicted=geo["run_id"].map(predicted),
+                     source=geo["run_id"].map(source) if source is not None else None)
     rows = []
     for group, frame in geo.groupby(GROUP_KEYS):
         table = frame.pivot_table(index=["start", "end"], columns="seed", values="final_val_loss", aggfunc="mean")
@@ -360,7 +386,9 @@ def ranking_quality(runs: pd.DataFrame, predicted: pd.Series, margin: float = 0.
             draws = np.random.default_rng(seed).integers(0, complete.shape[1], (min(n_boot, 400), complete.shape[1]))
             rho_boot = [_spearman(pred.to_numpy(), complete[:, d].mean(axis=1)) for d in draws]
         rho_lo, rho_hi = _percentiles(np.array([r for r in rho_boot if np.isfinite(r)]))
-        rows.append({**dict(zip(GROUP_KEYS, group)), "windows": len(pred), "seeds": int(table.notna().all().sum()),
+        sources = sorted(frame.loc[frame["predicted"].notna(), "source"].dropna().unique())
+        rows.append({**dict(zip(GROUP_KEYS, group)), "held_out_by": " + ".join(sources) or None,
+                     "windows": len(pred), "seeds": int(table.notna().all().sum()),
                      "pick": R.window_label(*pick), "pick_share_after_last_prune": _recovery_of(frame, pick),
                      "best": R.window_label(*best), "pick_rank": int(trained.rank(method="min")[pick]),
                      "spearman": _spearman(pred.to_numpy(), trained.to_numpy()), "spearman_low": rho_lo,
@@ -378,18 +406,20 @@ def _recovery_of(frame: pd.DataFrame, window: tuple) -> float:
 
 def schedule_rankings(runs: pd.DataFrame, fits: dict, margin: float = 0.005, n_boot: int = N_BOOT,
                       seed: int = 0, in_sample: bool = True) -> pd.DataFrame:
-    """``ranking_quality`` for every law that can rank schedules, from its leave-one-window-out
-    predictions (``held out``) and, with ``in_sample``, from its own fit (``in sample``)."""
+    """``ranking_quality`` for every law that can rank schedules, from predictions of windows
+    its fit did not see (``held out``: ``heldout_predictions``) and, with ``in_sample``, from
+    its own fit (``in sample``)."""
     frames = []
     for role in RANKING_ROLES:
         fit = fits.get(role)
         if fit is None or not R.fit_usable(fit):
             continue
-        kinds = [("held out", heldout_window_predictions(fit))]
+        kinds = [("held out", *heldout_predictions(runs, fit, role))]
         if in_sample:
-            kinds.insert(0, ("in sample", pd.Series(R.law_predictions(runs, fit, role).to_numpy(), index=runs["run_id"])))
-        for kind, predicted in kinds:
-            quality = ranking_quality(runs, predicted, margin, n_boot, seed)
+            kinds.insert(0, ("in sample", pd.Series(R.law_predictions(runs, fit, role).to_numpy(), index=runs["run_id"]),
+                             None))
+        for kind, predicted, source in kinds:
+            quality = ranking_quality(runs, predicted, margin, n_boot, seed, source)
             if not quality.empty:
                 frames.append(quality.assign(law=role, predictions=kind))
     if not frames:

@@ -225,8 +225,8 @@ def range_flags(fit: LawFit, **values: Any) -> np.ndarray:
             v = arr[idx]
             if not np.isfinite(v) or lo <= v <= hi:
                 continue
-            if role == "S":
-                text = f"S {v:.2f} {'above' if v > hi else 'below'} fitted [{lo:.2f}, {hi:.2f}]"
+            if role in ("S", "R", "P"):  # fractions: a distance, not a ratio
+                text = f"{role} {v:.2f} {'above' if v > hi else 'below'} fitted [{lo:.2f}, {hi:.2f}]"
             else:
                 text = f"{role} {v / hi:.3g}x above" if v > hi else f"{role} {lo / v:.3g}x below"
             flags[idx] = f"{flags[idx]}; {text}" if flags[idx] else text
@@ -390,10 +390,12 @@ def account_run(spec: dict, vocab_size: int) -> dict:
     tokens = steps * tokens_per_step
     compute = 6.0 * float(nonzero.sum()) * tokens_per_step  # the trainer's C = 6 sum_t N_t tokens_t
     return {"run_id": spec["run_id"], "scale": spec["scale"], "budget": spec["budget"], "schedule": spec["schedule"],
-            "method": pr["method"], "target_sparsity": pr["final_sparsity"], "start": pr["start"], "end": pr["end"],
+            "method": pr["method"], "shape": pr.get("shape"), "target_sparsity": pr["final_sparsity"],
+            "start": pr["start"], "end": pr["end"],
             "n_prunable": n_prunable, "n_final": n_final, "n_avg": compute / (6.0 * tokens),
             "sparsity": 1.0 - n_final / n_prunable, "tokens": tokens, "steps": steps, "events": len(schedule.events),
             "end_step": end_step, "recovery_share": 1.0 if end_step is None else (steps - end_step) / steps,
+            "pruning_share": 0.0 if end_step is None else (end_step - schedule.start_step) / steps,
             "compute_flops": compute, "model_flops": flops_per_token(cfg, tr["seq_len"]) * tokens}
 
 
@@ -456,14 +458,14 @@ def _predictions(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool) -> tu
         positive = fit.params["alpha"] > 0 and fit.params["beta"] > 0
         dense_comparisons = dense_comparisons and positive
         inputs = {"N": n, "D": d}
-        if fit.law == "recovery":  # it also reads how much training followed the last prune
-            inputs.update(F=n_final, R=runs["recovery_share"].to_numpy(float))
+        if fit.law == "recovery":  # it also reads how much training followed the prunes
+            inputs.update(F=n_final, R=runs["recovery_share"].to_numpy(float), P=runs["pruning_share"].to_numpy(float))
 
         def answer(law):
             out = {"loss": law.predict(**inputs)}
             if dense_comparisons:
                 opt = law.compute_optimal(compute)
-                dense = {"F": n_final, "R": np.ones_like(d)} if fit.law == "recovery" else {}
+                dense = {"F": n_final, "R": np.ones_like(d), "P": np.zeros_like(d)} if fit.law == "recovery" else {}
                 size = law.predict(N=n_final, D=d, **dense)
                 out.update(dense_equal_compute_n=opt["n_opt"], dense_equal_compute_loss=opt["loss"],
                            gain_vs_equal_compute=opt["loss"] - out["loss"], dense_equal_size_loss=size,
@@ -500,8 +502,8 @@ def schedule_plan(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
 
 def ranking_check(fits: list[LawFit], runs: pd.DataFrame | None, margin: float) -> dict[str, dict]:
     """For each fit, how its schedule picks did when trained, among windows its law was not
-    fitted on (its leave-one-window-out predictions against ``runs``, seed means; see
-    ``claims.schedule_rankings``): groups checked, groups whose pick is within ``margin``,
+    fitted on (its leave-one-window-out predictions, and the full fit's on fresh runs, against
+    ``runs``, seed means; see ``claims.heldout_predictions``): groups checked, groups whose pick is within ``margin``,
     the worst regret and rank correlation, and the decision over groups. ``checked`` is
     False, with the reason, where no such check exists."""
     from sparsescale import claims
@@ -518,8 +520,8 @@ def ranking_check(fits: list[LawFit], runs: pd.DataFrame | None, margin: float) 
         table = claims.schedule_rankings(runs, {role: fit.document}, margin, in_sample=False)
         held = table[table["predictions"] == "held out"] if not table.empty else table
         if held.empty:
-            out[fit.name] = {"checked": False, "why": "its fit JSON holds no leave-one-window-out predictions of a "
-                                                      "trained schedule grid of 3 or more windows"}
+            out[fit.name] = {"checked": False, "why": "no trained schedule grid of 3 or more windows it was not fitted "
+                                                      "on (held out by leave-one-window-out, or fresh runs)"}
             continue
         decision = claims.combine([claims.across_groups(held["paired"].tolist()),
                                    claims.across_groups(held["bootstrap"].tolist())])
@@ -714,3 +716,31 @@ def check_runs(fit: LawFit, study: dict, vocab_sizes: dict[str, int], results: s
     pred["observed_n_avg"] = [m["n_avg"] for m in observed]
     pred["observed_tokens"] = [m["tokens"] for m in observed]
     return pred
+
+
+def check_ranking(checked: pd.DataFrame, margin: float) -> pd.DataFrame:
+    """For each fit and each schedule grid among the checked runs (3 or more windows of one
+    scale, budget and final sparsity): its pick against the best trained window, the regret
+    seed-paired and by seed bootstrap, and the rank correlation (``claims.ranking_quality``).
+    The planner's advice, checked by training what it ranked."""
+    from sparsescale import claims
+
+    frames = []
+    for name, runs in checked.groupby("fit", sort=False):
+        trained = runs.assign(final_val_loss=runs["observed_loss"])
+        quality = claims.ranking_quality(trained, pd.Series(runs["loss"].to_numpy(), index=runs["run_id"]), margin)
+        if not quality.empty:
+            frames.append(quality.assign(fit=name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def ranking_line(row: Any) -> str:
+    """One line on a ranking check (a row of ``check_ranking`` or ``claims.ranking_quality``)."""
+    from sparsescale import claims
+
+    verdict = claims.combine([row["paired"], row["bootstrap"]])
+    return (f"{row['scale']} {row['budget']} at {100 * row['target_sparsity']:g}% sparsity: pick {row['pick']} "
+            f"(trained rank {row['pick_rank']}/{row['windows']}, best {row['best']}), regret {row['regret']:.4f} nats "
+            f"(95% ± {row['regret_halfwidth']:.4f}, {row['seeds']} seeds; seed bootstrap [{row['boot_low']:.4f}, "
+            f"{row['boot_high']:.4f}]) against a margin of {row['margin_abs']:.4f}: {verdict}; Spearman "
+            f"{row['spearman']:.2f} [{row['spearman_low']:.2f}, {row['spearman_high']:.2f}]")

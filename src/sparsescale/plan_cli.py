@@ -175,7 +175,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     trusted = chosen is not None and check[chosen]["decision"] == claims.REPRODUCED
     if not trusted and frame["trained_loss"].notna().any():
         frame = _rank_by_training(frame)
-    shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "tokens", "compute_flops",
+    shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "pruning_share", "tokens", "compute_flops",
              "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute", "dense_equal_size_loss",
              "device_hours", "extrapolation"]
     emitted = _write_fragment(args, "schedule", frag, configs, study, fits, {corpus: vocab}) if args.emit_config else None
@@ -184,8 +184,8 @@ def run_schedule(args: argparse.Namespace) -> int:
              "use the dense model FLOPs incl. attention (masked weights still go through dense kernels)",
              "dense_equal_compute: the compute-optimal dense model at the run's training compute; dense_equal_size: a "
              "dense model of the run's final non-zero size on the same tokens; gain = dense loss - run loss",
-             "recovery_share: the share of training steps after the last prune (1 for dense); trained_loss: the seed "
-             f"mean of the same runs in {args.runs}, where trained"]
+             "recovery_share: the share of training steps after the last prune (1 for dense); pruning_share: from the "
+             f"first prune to the last; trained_loss: the seed mean of the same runs in {args.runs}, where trained"]
     notes += [f"ranking check, {f.name}: {plan.advice_status(check[f.name])}" for f in fits]
     title = "Pruning schedules ranked by predicted final loss"
     if chosen is not None:
@@ -239,7 +239,7 @@ def run_sparsity(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from sparsescale import plan
+    from sparsescale import claims, plan
 
     fits, cost = _fits_and_cost(args)
     study, _ = _base_study(args)
@@ -250,6 +250,8 @@ def run_check(args: argparse.Namespace) -> int:
              "tokens", "observed_tokens", "extrapolation"]
     notes = [f"{fit.name}: mean absolute error {g['error'].abs().mean():.4f} nats over {len(g)} runs"
              for fit, (_, g) in zip(fits, frame.groupby("fit", sort=False))]
+    ranking = plan.check_ranking(frame, claims.PRUNE_MARGIN)
+    notes += [f"schedule ranking, {row['fit']}, {plan.ranking_line(row)}" for _, row in ranking.iterrows()]
     return _report(args, "check", "Predicted (before training) against observed final loss", frame, shown, fits,
                    cost, None, notes)
 
@@ -457,7 +459,7 @@ def _tokens_budget(tokens: float, arg: str, value: float) -> dict:
 def _write_fragment(args, question: str, frag: dict, configs: list[str], study: dict, fits, vocab: dict) -> dict:
     import pandas as pd
 
-    from sparsescale import plan
+    from sparsescale import claims, plan
     from sparsescale.io import write_text
 
     runs = plan.account_study(study, vocab)  # exactly what Snakemake will train (one budget below a step fails here)
@@ -469,12 +471,28 @@ def _write_fragment(args, question: str, frag: dict, configs: list[str], study: 
     header = [f"Runs recommended by `sparsescale plan {question}` ({', '.join(args.fit)}), to check its predictions.",
               "Merged over the base config by Snakemake: models/budgets/schedules merge, experiments replace.",
               f"Train: {train}", f"Then: {check}", "", "Predicted final loss (nats/token):"]
-    for row in predictions.itertuples(index=False):
-        interval = f" [{row.loss_lo:.4f}, {row.loss_hi:.4f}]" if hasattr(row, "loss_lo") else ""
-        header.append(f"  {row.fit}  {row.run_id}: {row.loss:.4f}{interval}")
+    # one line per fit and run, its seeds together (they share the prediction)
+    predictions["run"] = predictions[claims.RUN_CONFIG].astype(str).agg("/".join, axis=1)
+    for (fit, run), rows in predictions.groupby(["fit", "run"], sort=False):
+        row = rows.iloc[0]
+        interval = f" [{row['loss_lo']:.4f}, {row['loss_hi']:.4f}]" if "loss_lo" in rows else ""
+        header.append(f"  {fit}  {run} ({seed_list(rows['seed'])}): {row['loss']:.4f}{interval}")
     write_text(args.emit_config, plan.fragment_yaml(frag, header))
     return {"config": args.emit_config, "train_command": train, "check_command": check,
             "runs": predictions.to_dict("records")}
+
+
+def seed_list(seeds) -> str:
+    """'seed 3', or 'seeds 0, 7-38' (consecutive seeds as a range)."""
+    seeds = sorted(int(s) for s in seeds)
+    spans: list[list[int]] = []
+    for s in seeds:
+        if spans and s == spans[-1][1] + 1:
+            spans[-1][1] = s
+        else:
+            spans.append([s, s])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+    return f"seed{'s' if len(seeds) > 1 else ''} {text}"
 
 
 # ----------------------------------------------------------------------------- output
