@@ -11,9 +11,9 @@ from sparsescale.io import InputError
 from sparsescale.laws import uncertainty
 from sparsescale.laws.chinchilla import AverageParamsLaw
 from sparsescale.laws.cli import fit_table
-from sparsescale.laws.recovery import RecoveryLaw, _objective_grad, pruning_share, recovery_share, unrecovered_weight
+from sparsescale.laws.recovery import RecoveryLaw, _objective_grad, pruning_share, recovery_share, unrecovered
 
-TRUTH = {"E": 1.8, "A": 60.0, "B": 300.0, "alpha": 0.35, "beta": 0.3, "rho": 0.08}
+TRUTH = {"E": 1.8, "A": 60.0, "B": 300.0, "alpha": 0.35, "beta": 0.3, "C": 0.2, "rho": 0.08}
 WINDOWS = [(0.0, 0.25), (0.0, 0.5), (0.25, 0.75), (0.5, 1.0), (0.75, 1.0)]
 
 
@@ -25,12 +25,13 @@ def synthetic_runs(params: dict = TRUTH, noise: float = 0.002, seed: int = 0) ->
     for n in (3e4, 7e4, 1.6e5, 2.7e5):
         for tpp in (20, 80):
             steps = int(n * tpp / 2048)
-            rows.append({"n_avg": n, "n_final": n, "tokens": n * tpp, "steps": steps, "start_step": np.nan,
+            rows.append({"n_avg": n, "n_final": n, "n_prunable": n, "tokens": n * tpp, "steps": steps, "start_step": np.nan,
                          "end_step": np.nan, "start": np.nan, "end": np.nan, "scale": f"{n:g}"})
             for sparsity in (0.5, 0.8):
                 for start, end in WINDOWS:
                     mean_density = 1 - sparsity * (1 - end) - sparsity * (end - start) * 0.6
-                    rows.append({"n_avg": n * mean_density, "n_final": n * (1 - sparsity), "tokens": n * tpp,
+                    rows.append({"n_avg": n * mean_density, "n_final": n * (1 - sparsity), "n_prunable": n,
+                                 "tokens": n * tpp,
                                  "steps": steps, "start_step": round(start * steps), "end_step": round(end * steps),
                                  "start": start, "end": end,
                                  "scale": f"{n:g}"})
@@ -47,6 +48,7 @@ def test_recovers_known_coefficients_from_synthetic_runs():
     fit = RecoveryLaw().fit(synthetic_runs())
     assert fit.status["usable"]
     assert fit.params["rho"] == pytest.approx(TRUTH["rho"], rel=0.2)
+    assert fit.params["C"] == pytest.approx(TRUTH["C"], rel=0.2)
     assert fit.params["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
     assert fit.params["beta"] == pytest.approx(TRUTH["beta"], abs=0.03)
     assert fit.params["E"] == pytest.approx(TRUTH["E"], rel=0.05)
@@ -56,14 +58,14 @@ def test_equals_the_nbar_law_when_nothing_is_left_unrecovered():
     """Dense runs (N_final = N-bar) and schedules with a recovery share far beyond rho are
     predicted exactly as by the N-bar law with the same five coefficients."""
     nbar = {k: TRUTH[k] for k in AverageParamsLaw.param_names}
-    law = RecoveryLaw().set_params(**{**TRUTH, "rho": 0.01})
-    runs = {"N": np.array([3e4, 2e4, 1e4]), "D": np.array([6e5, 6e5, 6e5]), "F": np.array([3e4, 6e3, 6e3]),
-            "R": np.array([1.0, 0.75, 0.5]), "P": np.array([0.0, 0.25, 0.5])}
+    law = RecoveryLaw().set_params(**{**TRUTH, "rho": 0.005})
+    runs = {"N": np.array([3e4, 2e4, 1e4]), "D": np.array([6e5, 6e5, 6e5]), "N0": np.full(3, 3e4),
+            "F": np.array([3e4, 6e3, 6e3]), "R": np.array([1.0, 0.75, 0.5]), "P": np.array([0.0, 0.25, 0.5])}
     expected = AverageParamsLaw().set_params(**nbar).predict(N=runs["N"], D=runs["D"])
     np.testing.assert_array_equal(law.predict(**runs), expected)
-    # with no recovery at all the run counts as a model of its final size
-    final = law.predict(N=runs["N"], D=runs["D"], F=runs["F"], R=np.zeros(3), P=np.zeros(3))
-    np.testing.assert_allclose(final, AverageParamsLaw().set_params(**nbar).predict(N=runs["F"], D=runs["D"]))
+    # a one-shot prune on the last step keeps its whole damage: C times the rise of N_0 / N
+    last = law.predict(**{**runs, "R": np.zeros(3), "P": np.zeros(3)})
+    np.testing.assert_allclose(last - expected, TRUTH["C"] * (runs["N0"] / runs["F"] - 1), rtol=1e-12)
 
 
 def test_on_dense_runs_the_fit_is_the_nbar_fit():
@@ -79,7 +81,7 @@ def test_analytic_gradient_matches_finite_differences():
     law = RecoveryLaw().set_params(**TRUTH)
     x = law.extract(runs)
     theta = law.theta_ + 0.05
-    args = (np.log(x["N"]), np.log(x["F"]), x["R"], x["P"], np.log(x["D"]), np.log(x["L"]), 1e-3)
+    args = (np.log(x["N"]), np.log(x["D"]), np.log(x["N0"] / x["F"]), x["R"], x["P"], np.log(x["L"]), 1e-3)
     _, grad = _objective_grad(theta, *args)
     step = 1e-6
     numeric = [(_objective_grad(theta + h, *args)[0] - _objective_grad(theta - h, *args)[0]) / (2 * step)
@@ -87,27 +89,32 @@ def test_analytic_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad, numeric, rtol=1e-5)
 
 
-def test_the_unrecovered_weight_averages_over_the_pruning_window():
-    """W is the mean, over evenly spaced events of equal log-density drop (a geometric
-    schedule), of exp(-training left after the event / rho); one event gives exp(-R / rho)."""
-    rho, share, span = 0.1, 0.2, 0.3
-    left = share + np.linspace(0, span, 30001)  # training left after each event
-    weight, dweight = unrecovered_weight(np.array([share, share]), np.array([span, 0.0]), np.log(rho))
-    assert weight[0] == pytest.approx(np.exp(-left / rho).mean(), rel=1e-4)
-    assert weight[1] == pytest.approx(np.exp(-share / rho), rel=1e-12)
+def test_the_damage_sums_each_prunes_rise_in_compression_discounted_by_the_training_after_it():
+    """U is, over evenly spaced events that each remove the same fraction (a geometric
+    schedule), the sum of the rises of N_0 / N_t, each times exp(-training left / rho)."""
+    rho, share, span, lam = 0.1, 0.2, 0.3, np.log(5.0)
+    steps = 30000
+    position = (np.arange(steps) + 0.5) / steps  # 0 at the first event, 1 at the last
+    left = share + (1 - position) * span
+    compression = np.exp(lam * position)  # N_0 / N_t along the window
+    expected = (lam * compression * np.exp(-left / rho)).mean()  # d(N_0/N_t) = lam (N_0/N_t) d position
+    u, du = unrecovered(np.array([lam, lam, 0.0]), np.array([share, share, 1.0]), np.array([span, 0.0, 0.0]),
+                        np.log(rho))
+    assert u[0] == pytest.approx(expected, rel=1e-6)
+    assert u[1] == pytest.approx(np.exp(-share / rho) * (5.0 - 1.0), rel=1e-12)  # one event
+    assert u[2] == 0 and du[2] == 0  # dense
     step = 1e-6
-    numeric = (unrecovered_weight(np.array([share]), np.array([span]), np.log(rho) + step)[0]
-               - unrecovered_weight(np.array([share]), np.array([span]), np.log(rho) - step)[0]) / (2 * step)
-    assert dweight[0] == pytest.approx(numeric[0], rel=1e-6)
-    # a tiny span is continuous with a single event
-    tiny = unrecovered_weight(np.array([share]), np.array([1e-9]), np.log(rho))[0]
-    assert tiny[0] == pytest.approx(weight[1], rel=1e-7)
+    numeric = (unrecovered(lam, share, span, np.log(rho) + step)[0]
+               - unrecovered(lam, share, span, np.log(rho) - step)[0]) / (2 * step)
+    assert du[0] == pytest.approx(numeric, rel=1e-6)
+    tiny = unrecovered(lam, share, 1e-9, np.log(rho))[0]  # a tiny span is continuous with one event
+    assert tiny == pytest.approx(u[1], rel=1e-7)
 
 
 def test_a_prune_spread_over_a_longer_window_leaves_less_unrecovered():
     law = RecoveryLaw().set_params(**TRUTH)
-    runs = {"N": np.full(3, 2e4), "D": np.full(3, 6e5), "F": np.full(3, 6e3), "R": np.zeros(3),
-            "P": np.array([0.0, 0.25, 1.0])}
+    runs = {"N": np.full(3, 2e4), "D": np.full(3, 6e5), "N0": np.full(3, 3e4), "F": np.full(3, 6e3),
+            "R": np.zeros(3), "P": np.array([0.0, 0.25, 1.0])}
     loss = law.predict(**runs)
     assert loss[0] > loss[1] > loss[2]
 
@@ -128,8 +135,9 @@ def test_the_share_is_derived_from_the_trainers_steps():
 def test_fit_json_holds_leave_one_window_out_predictions():
     runs = synthetic_runs().drop(columns=["recovery_share", "pruning_share"])  # derived from the steps
     doc = fit_table(runs, "recovery", bootstrap=0, kfold=0, scale_col="scale")
-    assert set(doc["params"]) == {"E", "A", "B", "alpha", "beta", "rho"}
+    assert set(doc["params"]) == {"E", "A", "B", "alpha", "beta", "C", "rho"}
     assert doc["columns"]["R"] == "recovery_share" and doc["columns"]["F"] == "n_final"
+    assert doc["columns"]["N0"] == "n_prunable" and doc["columns"]["P"] == "pruning_share"
     lowo = doc["heldout"]["leave_one_window_out"]
     assert len(lowo["windows"]) == len(WINDOWS) and len(lowo["predictions"]) == 4 * 2 * 2 * len(WINDOWS)
     # the runs follow the recovery law: the windows it did not see are predicted far better than
@@ -193,14 +201,14 @@ def _fit_doc(law: str, runs: pd.DataFrame, by_window: dict) -> dict:
     block = {"predictions": [{"run_id": k, "observed": 0.0, "predicted": v} for k, v in preds.items()]}
     params = {"E": 1.0, "A": 1.0, "B": 1.0, "alpha": 0.3, "beta": 0.3}
     if law == "recovery":
-        params["rho"] = 0.1
+        params.update(C=0.01, rho=0.1)
     return {"law": law, "params": params, "status": {"usable": True},
             "heldout": {"leave_one_window_out": block}, "columns": {"N": "n_avg", "D": "tokens"}}
 
 
 def test_the_claim_judges_the_law_with_the_best_held_out_picks():
     runs = advice_grid(seed_sd=0.05, pair_sd=0.001)
-    runs["n_avg"], runs["n_final"], runs["tokens"] = 1e4, 2e3, 2e5
+    runs["n_avg"], runs["n_final"], runs["n_prunable"], runs["tokens"] = 1e4, 2e3, 2e4, 2e5
     runs["steps"], runs["end_step"] = 100, (runs["end"] * 100).round()
     wrong = {w: -w[1] - 0.01 * w[0] for w in GRID}
     fits = {"average_params": _fit_doc("average-params", runs, wrong), "recovery": _fit_doc("recovery", runs, GRID)}

@@ -474,6 +474,19 @@ def test_a_law_whose_held_out_picks_hold_ranks_without_a_warning(tmp_path):
     assert "passed: held-out pick within the margin in 1/1 groups" in result.stdout
 
 
+def test_a_check_at_one_scale_is_not_advice_at_another(tmp_path):
+    """The law passed at t1; asked at t2, the planner says its ranking is unchecked there."""
+    runs, fit = _trained_grid(tmp_path, TRAINED, TRAINED)
+    result = cli("schedule", "--fit", fit, "--scale", "t2", "--budget", "k40", "--schedule", "global-tiny",
+                 "--no-dense", "--runs", runs, "--json", *TINY)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert "WARNING: the held-out check of the ranking law covers t1 k40, not t2 k40" in doc["title"]
+    rows = pd.DataFrame(doc["rows"])
+    assert rows["advice"].str.startswith("unchecked at t2 k40: its held-out check covers t1 k40 only (passed there)").all()
+    assert any("train the top candidates at t2" in note for note in doc["notes"])
+
+
 def test_a_law_whose_held_out_picks_fail_is_never_shown_as_advice(tmp_path):
     """The law prefers the window ending at 100% (as the N-bar law does); trained, it is the
     worst: the planner says so and ranks the trained schedules by their trained loss."""
@@ -504,7 +517,7 @@ def test_an_unchecked_law_says_so(tmp_path):
 def test_the_recovery_laws_dense_allocation_is_the_nbar_laws(tmp_path):
     """For dense runs the recovery law is the N-bar law, so its compute-optimal allocation is too."""
     nbar = plan.load_fit(write_fit(tmp_path, "average-params", CHIN, name="nbar.json"))
-    recovery = plan.load_fit(write_fit(tmp_path, "recovery", {**CHIN, "rho": 0.05}, name="recovery.json"))
+    recovery = plan.load_fit(write_fit(tmp_path, "recovery", {**CHIN, "C": 0.1, "rho": 0.05}, name="recovery.json"))
     budgets = [1e12, 1e14]
     expected = plan.dense_allocation(nbar, budgets, COST).drop(columns="fit")
     pd.testing.assert_frame_equal(plan.dense_allocation(recovery, budgets, COST).drop(columns="fit"), expected)

@@ -459,13 +459,15 @@ def _predictions(fit: LawFit, runs: pd.DataFrame, dense_comparisons: bool) -> tu
         dense_comparisons = dense_comparisons and positive
         inputs = {"N": n, "D": d}
         if fit.law == "recovery":  # it also reads how much training followed the prunes
-            inputs.update(F=n_final, R=runs["recovery_share"].to_numpy(float), P=runs["pruning_share"].to_numpy(float))
+            inputs.update(N0=runs["n_prunable"].to_numpy(float), F=n_final, R=runs["recovery_share"].to_numpy(float),
+                          P=runs["pruning_share"].to_numpy(float))
 
         def answer(law):
             out = {"loss": law.predict(**inputs)}
             if dense_comparisons:
                 opt = law.compute_optimal(compute)
-                dense = {"F": n_final, "R": np.ones_like(d), "P": np.zeros_like(d)} if fit.law == "recovery" else {}
+                dense = ({"N0": n_final, "F": n_final, "R": np.ones_like(d), "P": np.zeros_like(d)}
+                         if fit.law == "recovery" else {})
                 size = law.predict(N=n_final, D=d, **dense)
                 out.update(dense_equal_compute_n=opt["n_opt"], dense_equal_compute_loss=opt["loss"],
                            gain_vs_equal_compute=opt["loss"] - out["loss"], dense_equal_size_loss=size,
@@ -526,6 +528,7 @@ def ranking_check(fits: list[LawFit], runs: pd.DataFrame | None, margin: float) 
         decision = claims.combine([claims.across_groups(held["paired"].tolist()),
                                    claims.across_groups(held["bootstrap"].tolist())])
         out[fit.name] = {"checked": True, "groups": int(len(held)),
+                         "covers": sorted({(str(r.scale), str(r.budget)) for r in held.itertuples()}),
                          "within_margin": int((held["paired"] == claims.REPRODUCED).sum()),
                          "worst_regret": float(held["regret"].max()), "margin": float(held["margin_abs"].min()),
                          "worst_spearman": float(held["spearman"].min()), "decision": decision}
@@ -540,12 +543,23 @@ def choose_ranking_fit(check: dict[str, dict]) -> str | None:
     return min(checked, key=lambda name: (checked[name]["worst_regret"], -checked[name]["worst_spearman"], name))
 
 
-def advice_status(check: dict) -> str:
-    """One line on whether a fit's schedule ranking can be trusted, for every row it ranks."""
+def check_covers(check: dict, scale: str, budget: str) -> bool:
+    """Whether a fit's ranking check judged a schedule grid of this scale and budget: a law
+    that passed at one scale is not thereby checked at another."""
+    return bool(check["checked"]) and (str(scale), str(budget)) in {tuple(c) for c in check["covers"]}
+
+
+def advice_status(check: dict, scale: str | None = None, budget: str | None = None) -> str:
+    """One line on whether a fit's schedule ranking can be trusted, for every row it ranks
+    (at ``scale`` and ``budget``, where given)."""
     from sparsescale import claims
 
     if not check["checked"]:
         return f"unchecked: {check['why']}"
+    if scale is not None and not check_covers(check, scale, budget):
+        where = ", ".join(f"{s} {b}" for s, b in check["covers"])
+        return (f"unchecked at {scale} {budget}: its held-out check covers {where} only "
+                f"({'passed' if check['decision'] == claims.REPRODUCED else check['decision']} there)")
     numbers = (f"held-out pick within the margin in {check['within_margin']}/{check['groups']} groups, worst regret "
                f"{check['worst_regret']:.4f} nats (margin {check['margin']:.4f}), worst Spearman "
                f"{check['worst_spearman']:.2f}")

@@ -169,14 +169,16 @@ def run_schedule(args: argparse.Namespace) -> int:
     if chosen is not None:  # the law whose held-out picks held best ranks first
         fits = sorted(fits, key=lambda f: f.name != chosen)
     planned = runs[runs["seed"] == args.seeds[0]]
-    frame = pd.concat([plan.schedule_plan(f, planned, cost).assign(advice=plan.advice_status(check[f.name]))
-                       for f in fits], ignore_index=True)
+    frame = pd.concat([plan.schedule_plan(f, planned, cost)
+                       .assign(advice=plan.advice_status(check[f.name], scale, budget)) for f in fits],
+                      ignore_index=True)
     frame["trained_loss"] = plan.trained_losses(frame, trained)
-    trusted = chosen is not None and check[chosen]["decision"] == claims.REPRODUCED
+    covered = chosen is not None and plan.check_covers(check[chosen], scale, budget)
+    trusted = covered and check[chosen]["decision"] == claims.REPRODUCED
     if not trusted and frame["trained_loss"].notna().any():
         frame = _rank_by_training(frame)
-    shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "pruning_share", "tokens", "compute_flops",
-             "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute", "dense_equal_size_loss",
+    shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "pruning_share", "tokens",
+             "compute_flops", "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute", "dense_equal_size_loss",
              "device_hours", "extrapolation"]
     emitted = _write_fragment(args, "schedule", frag, configs, study, fits, {corpus: vocab}) if args.emit_config else None
     notes = [f"model {scale}: {int(runs['n_prunable'].iloc[0]):,} prunable parameters at vocabulary {vocab} ({vocab_from})",
@@ -187,13 +189,19 @@ def run_schedule(args: argparse.Namespace) -> int:
              "recovery_share: the share of training steps after the last prune (1 for dense); pruning_share: from the "
              f"first prune to the last; trained_loss: the seed mean of the same runs in {args.runs}, where trained"]
     notes += [f"ranking check, {f.name}: {plan.advice_status(check[f.name])}" for f in fits]
+    if chosen is not None and not covered:
+        notes.append(f"{plan.advice_status(check[chosen], scale, budget)}: train the top candidates at {scale} "
+                     f"(--emit-config with a few --seeds) and run plan check")
     title = "Pruning schedules ranked by predicted final loss"
     if chosen is not None:
         notes.insert(0, f"ranking law: {chosen}, the fit whose picks among windows it was not fitted on regret least "
                         f"when trained (worst held-out regret {check[chosen]['worst_regret']:.4f} nats)")
     if not trusted:
-        title += ("\nWARNING: no fit's schedule ranking passed the held-out check (its picks among windows it was not "
-                  "fitted on, against trained runs), so its ranks and p_best (which counts only the coefficients' "
+        why = ("no fit's schedule ranking passed the held-out check (its picks among windows it was not fitted on, "
+               "against trained runs)" if chosen is None or covered else
+               f"the held-out check of the ranking law covers {', '.join(f'{s} {b}' for s, b in check[chosen]['covers'])}, "
+               f"not {scale} {budget}")
+        title += (f"\nWARNING: {why}, so its ranks and p_best (which counts only the coefficients' "
                   "uncertainty) are not advice; "
                   + ("schedules already trained are ranked by their trained loss, the rest after them by the law."
                      if frame["trained_loss"].notna().any() else "train the candidates, or check the law first."))

@@ -225,8 +225,8 @@ def law_predictions(runs: pd.DataFrame, fit: dict, role: str) -> pd.Series:
 
         law = RecoveryLaw().set_params(**{k: get_param(fit["params"], k) for k in RecoveryLaw.param_names})
         runs = with_recovery_columns(runs)
-        return pd.Series(law.predict(N=runs[cols["n"]], D=runs[cols["d"]], F=runs["n_final"], R=runs["recovery_share"],
-                                     P=runs["pruning_share"]), index=runs.index)
+        return pd.Series(law.predict(N=runs[cols["n"]], D=runs[cols["d"]], N0=runs["n_prunable"], F=runs["n_final"],
+                                     R=runs["recovery_share"], P=runs["pruning_share"]), index=runs.index)
     if role == "sparsity" or str(fit.get("law", "")).startswith("sparsity"):
         return pd.Series(sparsity_predict(fit["params"], runs[cols["s"]].fillna(0), runs[cols["n"]], runs[cols["d"]]), index=runs.index)
     return pd.Series(chinchilla_predict(fit["params"], runs[cols["n"]], runs[cols["d"]]), index=runs.index)

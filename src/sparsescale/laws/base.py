@@ -29,6 +29,7 @@ ROLE_DESCRIPTIONS = {
     "S": "sparsity",
     "L": "loss",
     "F": "final non-zero parameter count",
+    "N0": "dense prunable parameter count",
     "R": "share of training after the last pruning event",
     "P": "share of training from the first pruning event to the last",
 }
@@ -69,7 +70,7 @@ def logsumexp_rows(*terms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return m + np.log(s), [e / s for e in exps]
 
 
-def _row_label(data: Any, i: int) -> str:
+def row_label(data: Any, i: int) -> str:
     if isinstance(data, pd.DataFrame):
         label = f"row {data.index[i]!r}"
         if "run_id" in data.columns:
@@ -178,27 +179,27 @@ class Law:
             bad = ~np.isfinite(arr)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise InputError(f"column {name!r}: {_row_label(data, i)} is {arr[i]} (not finite)")
-            if role in ("N", "D", "L", "F"):
+                raise InputError(f"column {name!r}: {row_label(data, i)} is {arr[i]} (not finite)")
+            if role in ("N", "D", "L", "F", "N0"):
                 bad = arr <= 0
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
                     raise InputError(
-                        f"column {name!r}: {_row_label(data, i)} is {arr[i]:g}; "
+                        f"column {name!r}: {row_label(data, i)} is {arr[i]:g}; "
                         f"{ROLE_DESCRIPTIONS[role]} must be positive"
                     )
             if role in ("R", "P"):
                 bad = (arr < 0) | (arr > 1)
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
-                    raise InputError(f"column {name!r}: {_row_label(data, i)} is {arr[i]:g}; "
+                    raise InputError(f"column {name!r}: {row_label(data, i)} is {arr[i]:g}; "
                                      f"the {ROLE_DESCRIPTIONS[role]} must be in [0, 1]")
             if role == "S":
                 bad = (arr < 0) | (arr >= 1)
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
                     raise InputError(
-                        f"column {name!r}: {_row_label(data, i)} is {arr[i]:g}; sparsity must be in [0, 1)"
+                        f"column {name!r}: {row_label(data, i)} is {arr[i]:g}; sparsity must be in [0, 1)"
                     )
             out[role] = arr
         lengths = {len(v) for v in out.values()}

@@ -7,8 +7,8 @@
         [--compute C [C ...]] [--n-refine R] [--starts K] [--workers W]
 
 Default N column: chinchilla -> n_final, average-params and recovery -> n_avg, sparsity -> n_final.
-The recovery law also reads n_final, recovery_share and pruning_share (derived from steps,
-start_step and end_step, the trainer's metrics, when the table has none). A table with start and end columns (pruning
+The recovery law also reads n_prunable, n_final, recovery_share and pruning_share (the last two
+derived from steps, start_step and end_step, the trainer's metrics, when the table has none). A table with start and end columns (pruning
 windows) also gets leave-one-window-out held-out predictions.
 Heavy imports (numpy, scipy, pandas) happen inside the handler.
 """
@@ -22,9 +22,9 @@ DEFAULT_N_COL = {"chinchilla": "n_final", "average-params": "n_avg", "recovery":
 LAW_NAMES = ("chinchilla", "average-params", "recovery", "sparsity")
 FORMULAS = {"chinchilla": "L = E + A / N^alpha + B / D^beta",
             "average-params": "L = E + A / Nbar^alpha + B / D^beta (Nbar: average non-zero parameters)",
-            "recovery": "L = E + A / Neff^alpha + B / D^beta, log Neff = log Nbar + W log(Nfinal/Nbar), "
-                        "W = exp(-R/rho) (1 - exp(-P/rho)) / (P/rho) (R: share of training after the last prune, "
-                        "P: from the first prune to the last)",
+            "recovery": "L = E + A / Nbar^alpha + B / D^beta + C U, U = exp(lam - R/rho) lam (1 - exp(-(lam + P/rho)))"
+                        " / (lam + P/rho), lam = log(N0/Nfinal) (R: share of training after the last prune, P: from "
+                        "the first prune to the last)",
             "sparsity": "L = (a_S (1-S)^b_S + c_S) (1/N)^b_N + (a_D/D)^b_D + c"}
 
 
@@ -171,7 +171,7 @@ def fit_table(frame, law_name: str, *, n_col: str | None = None, d_col: str = "t
         "data_range": {role: [float(x[role].min()), float(x[role].max())] for role in law.roles},
         "heldout": held,
         "columns": {"N": columns["N"], "D": columns["D"], "loss": columns["L"],
-                    **{role: columns[role] for role in ("S", "F", "R", "P") if role in columns}, "scale": scale_col},
+                    **{role: columns[role] for role in ("S", "N0", "F", "R", "P") if role in columns}, "scale": scale_col},
         "query": query,
         "n_rows_in": n_rows_in,
         "n_rows_after_query": len(frame),
