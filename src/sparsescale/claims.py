@@ -389,6 +389,7 @@ def ranking_quality(runs: pd.DataFrame, predicted: pd.Series, margin: float = 0.
         sources = sorted(frame.loc[frame["predicted"].notna(), "source"].dropna().unique())
         rows.append({**dict(zip(GROUP_KEYS, group)), "held_out_by": " + ".join(sources) or None,
                      "windows": len(pred), "seeds": int(table.notna().all().sum()),
+                     "pair_seeds": int((table.loc[pick].notna() & table.loc[best].notna()).sum()),
                      "pick": R.window_label(*pick), "pick_share_after_last_prune": _recovery_of(frame, pick),
                      "best": R.window_label(*best), "pick_rank": int(trained.rank(method="min")[pick]),
                      "spearman": _spearman(pred.to_numpy(), trained.to_numpy()), "spearman_low": rho_lo,

@@ -755,6 +755,6 @@ def ranking_line(row: Any) -> str:
     verdict = claims.combine([row["paired"], row["bootstrap"]])
     return (f"{row['scale']} {row['budget']} at {100 * row['target_sparsity']:g}% sparsity: pick {row['pick']} "
             f"(trained rank {row['pick_rank']}/{row['windows']}, best {row['best']}), regret {row['regret']:.4f} nats "
-            f"(95% ± {row['regret_halfwidth']:.4f}, {row['seeds']} seeds; seed bootstrap [{row['boot_low']:.4f}, "
-            f"{row['boot_high']:.4f}]) against a margin of {row['margin_abs']:.4f}: {verdict}; Spearman "
+            f"(95% ± {row['regret_halfwidth']:.4f} over the {row['pair_seeds']} seeds both ran; seed bootstrap over "
+            f"the {row['seeds']} seeds every window ran [{row['boot_low']:.4f}, {row['boot_high']:.4f}]) against a margin of {row['margin_abs']:.4f}: {verdict}; Spearman "
             f"{row['spearman']:.2f} [{row['spearman_low']:.2f}, {row['spearman_high']:.2f}]")
