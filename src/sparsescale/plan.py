@@ -505,9 +505,10 @@ def schedule_plan(fit: LawFit, runs: pd.DataFrame, cost: Cost) -> pd.DataFrame:
 def ranking_check(fits: list[LawFit], runs: pd.DataFrame | None, margin: float) -> dict[str, dict]:
     """For each fit, how its schedule picks did when trained, among windows its law was not
     fitted on (its leave-one-window-out predictions, and the full fit's on fresh runs, against
-    ``runs``, seed means; see ``claims.heldout_predictions``): groups checked, groups whose pick is within ``margin``,
-    the worst regret and rank correlation, and the decision over groups. ``checked`` is
-    False, with the reason, where no such check exists."""
+    ``runs``, seed means; see ``claims.heldout_predictions``): groups checked, the scales and
+    budgets they cover, groups whose pick is within ``margin``, the worst regret and rank
+    correlation, and the decision over groups. ``checked`` is False, with the reason, where no
+    such check exists."""
     from sparsescale import claims
 
     out = {}
