@@ -544,6 +544,11 @@ def choose_ranking_fit(check: dict[str, dict]) -> str | None:
     return min(checked, key=lambda name: (checked[name]["worst_regret"], -checked[name]["worst_spearman"], name))
 
 
+def check_coverage(check: dict) -> str:
+    """The scales and budgets a fit's ranking check judged, e.g. 's1 tpp20, s2 tpp20'."""
+    return ", ".join(f"{scale} {budget}" for scale, budget in check["covers"])
+
+
 def check_covers(check: dict, scale: str, budget: str) -> bool:
     """Whether a fit's ranking check judged a schedule grid of this scale and budget: a law
     that passed at one scale is not thereby checked at another."""
@@ -558,8 +563,7 @@ def advice_status(check: dict, scale: str | None = None, budget: str | None = No
     if not check["checked"]:
         return f"unchecked: {check['why']}"
     if scale is not None and not check_covers(check, scale, budget):
-        where = ", ".join(f"{s} {b}" for s, b in check["covers"])
-        return (f"unchecked at {scale} {budget}: its held-out check covers {where} only "
+        return (f"unchecked at {scale} {budget}: its held-out check covers {check_coverage(check)} only "
                 f"({'passed' if check['decision'] == claims.REPRODUCED else check['decision']} there)")
     numbers = (f"held-out pick within the margin in {check['within_margin']}/{check['groups']} groups, worst regret "
                f"{check['worst_regret']:.4f} nats (margin {check['margin']:.4f}), worst Spearman "

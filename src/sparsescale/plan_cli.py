@@ -178,8 +178,8 @@ def run_schedule(args: argparse.Namespace) -> int:
     if not trusted and frame["trained_loss"].notna().any():
         frame = _rank_by_training(frame)
     shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "pruning_share", "tokens",
-             "compute_flops", "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute", "dense_equal_size_loss",
-             "device_hours", "extrapolation"]
+             "compute_flops", "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute",
+             "dense_equal_size_loss", "device_hours", "extrapolation"]
     emitted = _write_fragment(args, "schedule", frag, configs, study, fits, {corpus: vocab}) if args.emit_config else None
     notes = [f"model {scale}: {int(runs['n_prunable'].iloc[0]):,} prunable parameters at vocabulary {vocab} ({vocab_from})",
              "n_avg (N-bar) and compute_flops (6 sum_t N_t tokens_t) come from the trainer's schedule code; device-hours "
@@ -199,8 +199,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     if not trusted:
         why = ("no fit's schedule ranking passed the held-out check (its picks among windows it was not fitted on, "
                "against trained runs)" if chosen is None or covered else
-               f"the held-out check of the ranking law covers {', '.join(f'{s} {b}' for s, b in check[chosen]['covers'])}, "
-               f"not {scale} {budget}")
+               f"the held-out check of the ranking law covers {plan.check_coverage(check[chosen])}, not {scale} {budget}")
         title += (f"\nWARNING: {why}, so its ranks and p_best (which counts only the coefficients' "
                   "uncertainty) are not advice; "
                   + ("schedules already trained are ranked by their trained loss, the rest after them by the law."
