@@ -361,6 +361,27 @@ def test_emitted_fragment_is_the_planned_study(tmp_path):
     assert yaml.safe_load(out.read_text())["experiments"][0]["schedules"] == ["dense", "late"]
 
 
+def test_final_sparsity_selects_within_a_family_that_lists_several(tmp_path):
+    """The default config's `global` family lists 50% and 80%: --final-sparsity 0.8 plans only
+    its 80% windows (their config ids, so the runs are the study's own), and a sparsity it does
+    not list is refused by name."""
+    fit = write_fit(tmp_path, "average-params", CHIN)
+    out = tmp_path / "plan.yaml"
+    base = ["schedule", "--fit", fit, "--config", "config/config.yaml", "--vocab-size", "300", "--results",
+            "/nonexistent", "--scale", "s2", "--budget", "tpp20", "--schedule", "global", "--no-dense"]
+    result = cli(*base, "--final-sparsity", "0.8", "--emit-config", str(out), "--json", str(tmp_path / "plan.json"))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "plan.json").read_text())["rows"]
+    assert len(rows) == 10 and {r["target_sparsity"] for r in rows} == {0.8}
+    windows = [(0, 25), (0, 50), (0, 75), (0, 100), (25, 50), (25, 75), (25, 100), (50, 75), (50, 100), (75, 100)]
+    assert {r["schedule"] for r in rows} == {f"global-s80-{a}to{b}" for a, b in windows}
+    assert sorted(yaml.safe_load(out.read_text())["experiments"][0]["schedules"]) == sorted(r["schedule"] for r in rows)
+    assert {r.run_id for r in runs(load_config(REPO / "config/config.yaml", out)) if r.scale == "s2"
+            and r.schedule.startswith("global-s80")} >= {r["run_id"] for r in rows}
+    result = cli(*base, "--final-sparsity", "0.7")
+    assert result.returncode == 2 and "--final-sparsity 0.7: schedule 'global' lists final sparsities 0.5, 0.8" in result.stderr
+
+
 def test_emit_dense_and_sparsity_choose_config_rungs(tmp_path):
     chin = write_fit(tmp_path, "chinchilla", CHIN, name="chin.json")
     out = tmp_path / "dense.yaml"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ def add_commands(subparsers: Any) -> None:
     budget.add_argument("--tokens", type=int, default=None, help="training tokens")
     budget.add_argument("--tokens-per-param", type=float, default=None, help="tokens per prunable parameter")
     p.add_argument("--final-sparsity", type=float, nargs="+", default=None,
-                   help="final sparsity of every schedule that does not state its own")
+                   help="the final sparsities to plan: given to a schedule that states none, and selecting among "
+                        "the schedules of a family that lists several")
     p.add_argument("--schedule", nargs="+", required=True, metavar="SPEC",
                    help="schedules in the config's syntax: NAME={method: global, start: [0.25, 0.5], duration: 0.5, "
                         "every: 10}, a bare mapping, or a family or schedule id of the config")
@@ -154,8 +156,7 @@ def run_schedule(args: argparse.Namespace) -> int:
         family, spec = _schedule_spec(text, i, base, args.final_sparsity)
         if spec is not None:
             schedules[family] = spec
-        if family not in names:
-            names.append(family)
+        names += [n for n in _at_sparsities(text, family, spec, base, args.final_sparsity) if n not in names]
     experiments = [{"name": "plan", "corpus": corpus, "scales": [scale], "budgets": [budget],
                     "schedules": names, "seeds": args.seeds}]
     frag = plan.fragment(models, budgets, schedules, experiments)
@@ -389,6 +390,30 @@ def _schedule_spec(text: str, index: int, study: dict, final_sparsity: list[floa
     if name in study["schedules"] and cfgmod.schedule_variants(name, study["schedules"][name]) != variants:
         raise InputError(f"--schedule {text!r}: the config already has a different family {name!r}; choose another name")
     return name, spec
+
+
+def _at_sparsities(text: str, family: str, spec: dict | None, study: dict,
+                   final_sparsity: list[float] | None) -> list[str]:
+    """What an experiment lists for one --schedule: the family, or, where --final-sparsity
+    selects among the sparsities it lists, its schedule ids at those sparsities."""
+    from sparsescale import config as cfgmod
+    from sparsescale.io import InputError
+
+    if not final_sparsity:
+        return [family]
+    if spec is None and family not in study["schedules"]:
+        return [family]  # one schedule id of the config: it is what was asked for
+    variants = (cfgmod.resolve_schedule_family(family, spec) if spec is not None
+                else cfgmod.schedule_variants(family, study["schedules"][family]))
+    listed = {v.get("final_sparsity") for v in variants.values()} - {None}
+    if len(listed) < 2:
+        return [family]
+    chosen = [sid for sid, v in variants.items()
+              if any(math.isclose(v["final_sparsity"], s, abs_tol=1e-6) for s in final_sparsity)]
+    if not chosen:
+        raise InputError(f"--final-sparsity {' '.join(f'{s:g}' for s in final_sparsity)}: schedule {text!r} lists "
+                         f"final sparsities {', '.join(f'{s:g}' for s in sorted(listed))}, none of them")
+    return chosen
 
 
 # ----------------------------------------------------------------------------- emitting runs
