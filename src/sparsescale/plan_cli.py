@@ -153,10 +153,10 @@ def run_schedule(args: argparse.Namespace) -> int:
     if not args.no_dense:
         schedules["dense"], names = {"method": "dense"}, ["dense"]
     for i, text in enumerate(args.schedule):
-        family, spec = _schedule_spec(text, i, base, args.final_sparsity)
+        family, spec, variants = _schedule_spec(text, i, base, args.final_sparsity)
         if spec is not None:
             schedules[family] = spec
-        names += [n for n in _at_sparsities(text, family, spec, base, args.final_sparsity) if n not in names]
+        names += [n for n in _at_sparsities(text, family, variants, args.final_sparsity) if n not in names]
     experiments = [{"name": "plan", "corpus": corpus, "scales": [scale], "budgets": [budget],
                     "schedules": names, "seeds": args.seeds}]
     frag = plan.fragment(models, budgets, schedules, experiments)
@@ -364,16 +364,20 @@ def _check_budget(args, study: dict, model: dict, budget_spec: dict, vocab: int)
                          f"{study['training']['batch_size']} x seq_len {study['training']['seq_len']} of the config)")
 
 
-def _schedule_spec(text: str, index: int, study: dict, final_sparsity: list[float] | None) -> tuple[str, dict | None]:
-    """(family or schedule id, its spec or None for one the config defines) of one --schedule."""
+def _schedule_spec(text: str, index: int, study: dict,
+                   final_sparsity: list[float] | None) -> tuple[str, dict | None, dict[str, dict] | None]:
+    """(family or schedule id, its spec or None for one the config defines, the family's
+    expanded schedules or None for a schedule id) of one --schedule."""
     from sparsescale import config as cfgmod
     from sparsescale.io import InputError
 
     stripped = text.strip()
     name, sep, body = stripped.partition("=")
     if not sep and not stripped.startswith("{"):
-        if name in study["schedules"] or name in cfgmod.schedules(study):
-            return name, None
+        if name in study["schedules"]:
+            return name, None, cfgmod.schedule_variants(name, study["schedules"][name])
+        if name in cfgmod.schedules(study):
+            return name, None, None
         raise InputError(f"--schedule {text!r}: not a schedule family or id of the config, and not a mapping")
     if not sep:
         name, body = f"plan{index + 1}", stripped
@@ -389,22 +393,18 @@ def _schedule_spec(text: str, index: int, study: dict, final_sparsity: list[floa
         raise InputError(f"--schedule {text!r}: {err}") from err
     if name in study["schedules"] and cfgmod.schedule_variants(name, study["schedules"][name]) != variants:
         raise InputError(f"--schedule {text!r}: the config already has a different family {name!r}; choose another name")
-    return name, spec
+    return name, spec, variants
 
 
-def _at_sparsities(text: str, family: str, spec: dict | None, study: dict,
+def _at_sparsities(text: str, family: str, variants: dict[str, dict] | None,
                    final_sparsity: list[float] | None) -> list[str]:
-    """What an experiment lists for one --schedule: the family, or, where --final-sparsity
-    selects among the sparsities it lists, its schedule ids at those sparsities."""
-    from sparsescale import config as cfgmod
+    """What an experiment lists for one --schedule: the family (or the schedule id asked for),
+    or, where --final-sparsity selects among the sparsities a family lists, its schedule ids at
+    those sparsities."""
     from sparsescale.io import InputError
 
-    if not final_sparsity:
+    if not final_sparsity or variants is None:
         return [family]
-    if spec is None and family not in study["schedules"]:
-        return [family]  # one schedule id of the config: it is what was asked for
-    variants = (cfgmod.resolve_schedule_family(family, spec) if spec is not None
-                else cfgmod.schedule_variants(family, study["schedules"][family]))
     listed = {v.get("final_sparsity") for v in variants.values()} - {None}
     if len(listed) < 2:
         return [family]
