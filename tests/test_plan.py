@@ -468,7 +468,8 @@ def _trained_grid(tmp_path: Path, trained: dict, predicted: dict) -> tuple[str, 
             rows.append({"run_id": r.run_id.replace("seed0", f"seed{seed}"), "corpus": "stdlib", "scale": "t1",
                          "budget": "k40", "schedule": r.schedule, "seed": seed, "method": "global", "shape": "geometric",
                          "start": r.start, "end": r.end, "target_sparsity": 0.5, "steps": r.steps,
-                         "end_step": r.end_step, "final_val_loss": trained[window] + 0.01 * seed})
+                         "end_step": r.end_step, "tokens": r.tokens, "n_prunable": r.n_prunable,
+                         "final_val_loss": trained[window] + 0.01 * seed})
     runs = pd.DataFrame(rows)
     runs_path = tmp_path / "runs.csv"
     runs.to_csv(runs_path, index=False)
@@ -525,6 +526,66 @@ def test_a_law_whose_held_out_picks_fail_is_never_shown_as_advice(tmp_path):
     assert list(zip(rows["start"], rows["end"])) == sorted(TRAINED, key=TRAINED.get)
     assert rows["advice"].str.startswith("failed: held-out pick within the margin in 0/1 groups").all()
     assert (rows["recovery_share"] < 1).all() and rows.loc[rows["end"] == 1.0, "recovery_share"].iloc[0] < 0.05
+
+
+def test_an_order_trained_at_another_scale_ranks_with_a_warning(tmp_path):
+    """No law passed at t2; the same windows at the same tokens per prunable parameter were
+    trained at t1: the planner ranks by that order, names it, and warns it is unchecked at t2."""
+    wrong = {(0.25, 0.5): 3.3, (0.25, 0.75): 3.2, (0.5, 0.75): 3.1, (0.5, 1.0): 3.0}
+    runs, fit = _trained_grid(tmp_path, TRAINED, wrong)
+    t1 = results.load_runs(runs)
+    per_param = float((t1["tokens"] / t1["n_prunable"]).iloc[0])
+    result = cli("schedule", "--fit", fit, "--scale", "t2", "--tokens-per-param", str(per_param), "--schedule",
+                 "global-tiny", "--no-dense", "--runs", runs, "--json", *TINY)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert "schedules trained at t1 k40 are ranked by their trained loss there" in doc["title"]
+    assert "unchecked at t2" in doc["title"]
+    rows = pd.DataFrame(doc["rows"])
+    assert rows["ranked_by"].str.startswith("trained loss at t1 k40 (transferred: unchecked at t2").all()
+    assert list(zip(rows["start"], rows["end"])) == sorted(TRAINED, key=TRAINED.get)  # not the law's order
+    np.testing.assert_allclose(rows["reference_loss"], [TRAINED[(a, b)] + 0.015 for a, b in zip(rows["start"], rows["end"])])
+    assert rows["trained_loss"].isna().all()
+
+
+def _runs_at(scale: str, n: int, tokens: int, losses: dict, budget: str = "b") -> list[dict]:
+    return [{"run_id": f"c/{scale}/{budget}/{name}/seed{seed}", "corpus": "c", "scale": scale, "budget": budget,
+             "schedule": name, "seed": seed, "n_prunable": n, "tokens": tokens, "final_val_loss": loss + 0.01 * seed}
+            for name, loss in losses.items() for seed in range(2)]
+
+
+def test_the_reference_grid_trained_the_most_planned_schedules_at_the_same_tokens_per_parameter():
+    planned = pd.DataFrame({"corpus": "c", "scale": "s2", "budget": "b", "schedule": ["w1", "w2", "w3"],
+                            "n_prunable": 100, "tokens": 2000})
+    runs = pd.DataFrame(_runs_at("s1", 50, 1000, {"w1": 3.0, "w2": 2.9, "w3": 3.1})
+                        + _runs_at("s3", 150, 3000, {"w1": 2.0, "w2": 1.9, "w3": 2.1})
+                        + _runs_at("s2", 100, 2000, {"w1": 2.5})
+                        + _runs_at("s1", 50, 5000, {"w1": 9.0, "w2": 9.0, "w3": 9.0, "w4": 9.0}, budget="long"))
+    label, losses = plan.trained_reference(planned, runs)
+    assert label == "s3 b"  # s1 and s3 trained all three; s3 is nearer in size; 'long' has 100 tokens per parameter
+    np.testing.assert_allclose(losses, [2.005, 1.905, 2.105])
+    own = pd.DataFrame(_runs_at("s2", 100, 2000, {"w2": 2.4, "w3": 2.6}))
+    assert plan.trained_reference(planned, pd.concat([runs, own]))[0] == "s2 b"  # the planned scale wins a tie
+    assert plan.trained_reference(planned, pd.concat([runs, own]), exclude=("s2", "b"))[0] == "s3 b"
+    label, losses = plan.trained_reference(planned.assign(corpus="other"), runs)
+    assert label is None and losses.isna().all()
+
+
+def test_plan_check_judges_the_order_trained_at_another_scale():
+    trained = {(0.0, 0.75): 2.80, (0.25, 0.75): 2.84, (0.5, 0.75): 2.86, (0.5, 1.0): 3.23}
+    at_s1 = {(0.0, 0.75): 3.29, (0.25, 0.75): 3.30, (0.5, 0.75): 3.31, (0.5, 1.0): 3.44}
+    checked = pd.DataFrame([
+        {"fit": "f.json", "run_id": f"c/s2/b/w{a}-{b}/seed{seed}", "corpus": "c", "scale": "s2", "budget": "b",
+         "schedule": f"w{a}-{b}", "seed": seed, "method": "global", "shape": "geometric", "target_sparsity": 0.8,
+         "start": a, "end": b, "n_prunable": 200, "tokens": 4000, "loss": 2.0,
+         "observed_loss": loss + 0.02 * seed + 0.001 * (seed % 2)} for (a, b), loss in trained.items() for seed in range(1, 7)])
+    runs = pd.DataFrame(_runs_at("s1", 100, 2000, {f"w{a}-{b}": v for (a, b), v in at_s1.items()}))
+    orders = plan.transferred_orders(checked, runs)
+    assert set(orders["fit"]) == {"trained order at s1 b"} and len(orders) == len(checked)
+    row = plan.check_ranking(orders, 0.005).iloc[0]
+    assert (row["pick"], row["best"], row["pick_rank"], row["regret"]) == ("0%→75%", "0%→75%", 1, 0.0)
+    assert row["spearman"] == pytest.approx(1.0)
+    assert plan.transferred_orders(checked, runs.assign(tokens=8000)).empty  # another tokens-per-parameter budget
 
 
 def test_an_unchecked_law_says_so(tmp_path):

@@ -584,6 +584,60 @@ def trained_losses(planned: pd.DataFrame, runs: pd.DataFrame | None) -> pd.Serie
     return pd.Series(merged["trained_loss"].to_numpy(float), index=planned.index)
 
 
+TRANSFER_RTOL = 0.05  # tokens per prunable parameter: the same budget rule at another model size
+
+
+def trained_reference(planned: pd.DataFrame, runs: pd.DataFrame | None,
+                      exclude: tuple[str, str] | None = None) -> tuple[str | None, pd.Series]:
+    """The trained grid to rank planned schedules by when no law's ranking can be trusted, and
+    each planned run's seed-mean trained loss there (NaN where that schedule was not trained).
+
+    Candidates are the scales and budgets of ``runs`` with the planned corpus and the planned
+    tokens per prunable parameter (within ``TRANSFER_RTOL``); the one that trained the most of
+    the planned schedules (by schedule id) wins, the planned scale and budget first on a tie,
+    then the nearest model size. ``exclude`` (scale, budget) is never chosen: ``plan check``
+    judges a grid by the order trained elsewhere. Paper A's practice is the same: the window
+    found best at small scale is the one run at large scale."""
+    none = (None, pd.Series(np.nan, index=planned.index))
+    keys = ["corpus", "scale", "budget", "schedule"]
+    if runs is None or planned.empty or not set(keys) <= set(runs.columns):
+        return none
+    here = planned.iloc[0]
+    runs = runs[(runs["corpus"].astype(str) == str(here["corpus"]))
+                & runs["schedule"].astype(str).isin(planned["schedule"].astype(str))]
+    own = (runs["scale"].astype(str) == str(here["scale"])) & (runs["budget"].astype(str) == str(here["budget"]))
+    distance = pd.Series(0.0, index=runs.index)
+    if {"tokens", "n_prunable"} <= set(runs.columns):  # another scale counts only at the same budget rule
+        size = runs["n_prunable"].astype(float)
+        per_param = float(here["tokens"]) / float(here["n_prunable"])
+        own |= np.isclose(runs["tokens"].astype(float) / size, per_param, rtol=TRANSFER_RTOL, atol=0.0)
+        distance = np.abs(np.log(size / float(here["n_prunable"])))
+    same = runs[own].assign(distance=distance[own])
+    if exclude is not None:
+        same = same[~((same["scale"].astype(str) == str(exclude[0])) & (same["budget"].astype(str) == str(exclude[1])))]
+    if same.empty:
+        return none
+    candidates = same.groupby(["scale", "budget"]).agg(covered=("schedule", "nunique"), distance=("distance", "min"))
+    candidates["elsewhere"] = [(str(s), str(b)) != (str(here["scale"]), str(here["budget"])) for s, b in candidates.index]
+    scale, budget = candidates.sort_values(["covered", "elsewhere", "distance"], ascending=[False, True, True]).index[0]
+    chosen = same[(same["scale"] == scale) & (same["budget"] == budget)]
+    means = chosen.groupby(chosen["schedule"].astype(str))["final_val_loss"].mean()
+    return f"{scale} {budget}", pd.Series(planned["schedule"].astype(str).map(means).to_numpy(float), index=planned.index)
+
+
+def transferred_orders(checked: pd.DataFrame, runs: pd.DataFrame | None) -> pd.DataFrame:
+    """Rows of ``check_runs`` (one fit's) re-predicted by the trained order of another scale
+    (``trained_reference`` with the checked scale and budget excluded), named ``trained order at
+    SCALE BUDGET``: what ``check_ranking`` judges when the planner fell back to that order."""
+    frames = []
+    first = checked[checked["fit"] == checked["fit"].iloc[0]] if len(checked) else checked
+    for (scale, budget), group in first.groupby(["scale", "budget"], sort=False):
+        label, losses = trained_reference(group, runs, exclude=(str(scale), str(budget)))
+        if label is not None and losses.notna().any():
+            frames.append(group.assign(fit=f"trained order at {label}", loss=losses))
+    return pd.concat(frames, ignore_index=True) if frames else first.iloc[:0]
+
+
 # ----------------------------------------------------------------------------- question 3: sparsity
 
 

@@ -176,10 +176,15 @@ def run_schedule(args: argparse.Namespace) -> int:
     frame["trained_loss"] = plan.trained_losses(frame, trained)
     covered = chosen is not None and plan.check_covers(check[chosen], scale, budget)
     trusted = covered and check[chosen]["decision"] == claims.REPRODUCED
-    if not trusted and frame["trained_loss"].notna().any():
-        frame = _rank_by_training(frame)
+    reference, reference_loss = (None, None) if trusted else plan.trained_reference(frame, trained)
+    transferred = reference is not None and reference != f"{scale} {budget}"
+    if reference is not None:
+        frame = _rank_by_training(frame.assign(reference_loss=reference_loss),
+                                  f"trained loss at {reference} (transferred: unchecked at {scale} {budget})"
+                                  if transferred else "trained loss")
     shown = ["fit", "rank", "ranked_by", "schedule", "n_avg", "n_final", "recovery_share", "pruning_share", "tokens",
-             "compute_flops", "loss", "p_best", "trained_loss", "dense_equal_compute_loss", "gain_vs_equal_compute",
+             "compute_flops", "loss", "p_best", "trained_loss", *(["reference_loss"] if transferred else []),
+             "dense_equal_compute_loss", "gain_vs_equal_compute",
              "dense_equal_size_loss", "device_hours", "extrapolation"]
     emitted = _write_fragment(args, "schedule", frag, configs, study, fits, {corpus: vocab}) if args.emit_config else None
     notes = [f"model {scale}: {int(runs['n_prunable'].iloc[0]):,} prunable parameters at vocabulary {vocab} ({vocab_from})",
@@ -189,6 +194,9 @@ def run_schedule(args: argparse.Namespace) -> int:
              "dense model of the run's final non-zero size on the same tokens; gain = dense loss - run loss",
              "recovery_share: the share of training steps after the last prune (1 for dense); pruning_share: from the "
              f"first prune to the last; trained_loss: the seed mean of the same runs in {args.runs}, where trained"]
+    if transferred:
+        notes.append(f"reference_loss: the seed mean of the same schedule trained at {reference} (same tokens per "
+                     f"prunable parameter); plan check judges whether that order holds at {scale} {budget}")
     notes += [f"ranking check, {f.name}: {plan.advice_status(check[f.name])}" for f in fits]
     if chosen is not None and not covered:
         notes.append(f"{plan.advice_status(check[chosen], scale, budget)}: train the top candidates at {scale} "
@@ -201,10 +209,16 @@ def run_schedule(args: argparse.Namespace) -> int:
         why = ("no fit's schedule ranking passed the held-out check (its picks among windows it was not fitted on, "
                "against trained runs)" if chosen is None or covered else
                f"the held-out check of the ranking law covers {plan.check_coverage(check[chosen])}, not {scale} {budget}")
+        if reference is None:
+            fallback = "train the candidates, or check the law first."
+        elif transferred:
+            fallback = (f"schedules trained at {reference} are ranked by their trained loss there (the order is "
+                        f"transferred, unchecked at {scale} {budget}: train the top candidates and run plan check), "
+                        "the rest after them by the law.")
+        else:
+            fallback = "schedules already trained are ranked by their trained loss, the rest after them by the law."
         title += (f"\nWARNING: {why}, so its ranks and p_best (which counts only the coefficients' "
-                  "uncertainty) are not advice; "
-                  + ("schedules already trained are ranked by their trained loss, the rest after them by the law."
-                     if frame["trained_loss"].notna().any() else "train the candidates, or check the law first."))
+                  f"uncertainty) are not advice; {fallback}")
     return _report(args, "schedule", title, frame, shown, fits, cost, emitted, notes)
 
 
@@ -214,16 +228,17 @@ def _trained_runs(args):
     return results.load_runs(args.runs) if args.runs and Path(args.runs).is_file() else None
 
 
-def _rank_by_training(frame):
-    """Within each fit: trained schedules by their trained loss, then untrained ones by the law."""
+def _rank_by_training(frame, basis: str):
+    """Within each fit: schedules trained at the reference grid by their trained loss there
+    (``reference_loss``), then the others by the law."""
     import numpy as np
 
     order = {name: i for i, name in enumerate(dict.fromkeys(frame["fit"]))}
-    frame = frame.assign(fit_order=frame["fit"].map(order), untrained=frame["trained_loss"].isna())
-    frame = frame.sort_values(["fit_order", "untrained", "trained_loss", "loss", "run_id"], kind="stable")
+    frame = frame.assign(fit_order=frame["fit"].map(order), untrained=frame["reference_loss"].isna())
+    frame = frame.sort_values(["fit_order", "untrained", "reference_loss", "loss", "run_id"], kind="stable")
     frame = frame.reset_index(drop=True)
     frame["rank"] = frame.groupby("fit").cumcount() + 1
-    frame["ranked_by"] = np.where(frame["untrained"], "law (not trained: unchecked)", "trained loss")
+    frame["ranked_by"] = np.where(frame["untrained"], "law (not trained: unchecked)", basis)
     return frame.drop(columns=["fit_order", "untrained"])
 
 
@@ -258,7 +273,8 @@ def run_check(args: argparse.Namespace) -> int:
              "tokens", "observed_tokens", "extrapolation"]
     notes = [f"{fit.name}: mean absolute error {g['error'].abs().mean():.4f} nats over {len(g)} runs"
              for fit, (_, g) in zip(fits, frame.groupby("fit", sort=False))]
-    ranking = plan.check_ranking(frame, claims.PRUNE_MARGIN)
+    ranking = plan.check_ranking(pd.concat([frame, plan.transferred_orders(frame, _trained_runs(args))],
+                                           ignore_index=True), claims.PRUNE_MARGIN)
     notes += [f"schedule ranking, {row['fit']}, {plan.ranking_line(row)}" for _, row in ranking.iterrows()]
     return _report(args, "check", "Predicted (before training) against observed final loss", frame, shown, fits,
                    cost, None, notes)
