@@ -115,7 +115,7 @@ def run_dense(args: argparse.Namespace) -> int:
     from sparsescale import plan
     from sparsescale.io import InputError
 
-    fits, cost = _fits_and_cost(args)
+    fits, cost, _ = _fits_and_cost(args)
     if args.compute is None and (args.n is None or args.target_loss is None):
         raise InputError("give --compute (budgets to allocate), or --n with --target-loss")
     if args.compute is not None and (args.n is not None or args.target_loss is not None):
@@ -142,7 +142,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     from sparsescale import claims, plan
     from sparsescale.io import InputError
 
-    fits, cost = _fits_and_cost(args)
+    fits, cost, table = _fits_and_cost(args)
     base, configs = _base_study(args)
     corpus = _corpus(args, base)
     vocab, vocab_from = plan.vocab_size(base, corpus, args.results, args.vocab_size)
@@ -164,7 +164,7 @@ def run_schedule(args: argparse.Namespace) -> int:
     runs = plan.account_study(study, {corpus: vocab})
     if not len(runs):
         raise InputError("--schedule: no run to plan")
-    trained = _trained_runs(args)
+    trained = _trained_runs(args, table)
     check = plan.ranking_check(fits, trained, claims.PRUNE_MARGIN)
     chosen = plan.choose_ranking_fit(check)
     if chosen is not None:  # the law whose held-out picks held best ranks first
@@ -222,10 +222,11 @@ def run_schedule(args: argparse.Namespace) -> int:
     return _report(args, "schedule", title, frame, shown, fits, cost, emitted, notes)
 
 
-def _trained_runs(args):
+def _trained_runs(args, table):
+    """The runs table ``_fits_and_cost`` read (None where --runs has none), checked as a runs table."""
     from sparsescale import results
 
-    return results.load_runs(args.runs) if args.runs and Path(args.runs).is_file() else None
+    return None if table is None else results.checked_runs(table, args.runs)
 
 
 def _rank_by_training(frame, basis: str):
@@ -248,7 +249,7 @@ def run_sparsity(args: argparse.Namespace) -> int:
     from sparsescale import plan
     from sparsescale.laws.sparsity import OPTIMAL_SPARSITY_DEFINITION
 
-    fits, cost = _fits_and_cost(args)
+    fits, cost, _ = _fits_and_cost(args)
     frame = pd.concat([plan.sparsity_plan(f, args.n, args.compute, cost, args.s_max) for f in fits], ignore_index=True)
     shown = ["fit", "n_nonzero", "compute_flops", "s_opt", "tokens", "loss", "dense_loss", "gain_vs_dense",
              "multiplier", "at_s_max", "device_hours", "extrapolation"]
@@ -264,7 +265,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     from sparsescale import claims, plan
 
-    fits, cost = _fits_and_cost(args)
+    fits, cost, table = _fits_and_cost(args)
     study, _ = _base_study(args)
     corpora = sorted({e["corpus"] for e in study["experiments"]})
     vocab = {c: plan.vocab_size(study, c, args.results, args.vocab_size)[0] for c in corpora}
@@ -273,7 +274,7 @@ def run_check(args: argparse.Namespace) -> int:
              "tokens", "observed_tokens", "extrapolation"]
     notes = [f"{fit.name}: mean absolute error {g['error'].abs().mean():.4f} nats over {len(g)} runs"
              for fit, (_, g) in zip(fits, frame.groupby("fit", sort=False))]
-    ranking = plan.check_ranking(pd.concat([frame, plan.transferred_orders(frame, _trained_runs(args))],
+    ranking = plan.check_ranking(pd.concat([frame, plan.transferred_orders(frame, _trained_runs(args, table))],
                                            ignore_index=True), claims.PRUNE_MARGIN)
     notes += [f"schedule ranking, {row['fit']}, {plan.ranking_line(row)}" for _, row in ranking.iterrows()]
     return _report(args, "check", "Predicted (before training) against observed final loss", frame, shown, fits,
@@ -289,7 +290,7 @@ def _fits_and_cost(args):
 
     fits = [plan.load_fit(spec) for spec in args.fit]
     runs = load_table(args.runs) if args.runs and Path(args.runs).is_file() else None
-    return fits, plan.make_cost(args.device, args.peak_flops, args.mfu, runs)
+    return fits, plan.make_cost(args.device, args.peak_flops, args.mfu, runs), runs
 
 
 def _base_study(args):

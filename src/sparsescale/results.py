@@ -57,10 +57,16 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: runs table not found")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return checked_runs(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), path)
+
+
+def checked_runs(frame: pd.DataFrame, source: str | os.PathLike) -> pd.DataFrame:
+    """A runs table already read (from ``source``, named in errors), checked as ``load_runs``
+    checks it and with the same derived columns; ``frame`` itself is left as it was."""
     missing = [c for c in RUN_COLUMNS if c not in frame.columns]
     if missing:
-        raise InputError(f"{path}: missing columns {missing}")
+        raise InputError(f"{source}: missing columns {missing}")
+    frame = frame.copy()
     for col in ("target_sparsity", "start", "end", "sparsity", "mean_density", "n_avg", "n_final", "tokens", "compute"):
         if col not in frame.columns:
             frame[col] = np.nan
